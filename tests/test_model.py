@@ -1,0 +1,240 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from npvae import VAE
+from npvae.gradcheck import check_vae, relative_error, ridders_derivative
+from npvae.model import decoder_backward, decoder_forward, encoder_backward, encoder_forward, mlp_backward, mlp_forward
+
+TOL = 1e-6
+
+
+def small_problem(likelihood, hidden=(5,), L=2, B=4, x_dim=7, z_dim=3, seed=0, init_std=0.5):
+    rng = np.random.default_rng(seed)
+    vae = VAE(x_dim, z_dim, hidden, likelihood, seed=seed, init_std=init_std)
+    x = (rng.random((B, x_dim)) < 0.4).astype(float) if likelihood == "bernoulli" else rng.random((B, x_dim))
+    eps = rng.standard_normal((L, B, z_dim))
+    return vae, x, eps
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("estimator", ["A", "B"])
+@pytest.mark.parametrize("hidden,L", [((5,), 1), ((5,), 3), ((6, 4), 2)])
+def test_full_model_gradient_matches_finite_differences_elementwise(likelihood, estimator, hidden, L):
+    vae, x, eps = small_problem(likelihood, hidden, L)
+    rows = check_vae(vae, x, eps, estimator, mode="elements")
+    assert {r.name for r in rows} == set(vae.params)
+    for r in rows:
+        assert r.rel_error <= TOL, (r.name, r.rel_error)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_paper_init_gradient_matches_along_random_directions(likelihood):
+    vae, x, eps = small_problem(likelihood, (20,), L=1, B=10, x_dim=30, z_dim=4, init_std=0.01)
+    for r in check_vae(vae, x, eps, "B", mode="directions", n_directions=2):
+        assert r.rel_error <= TOL, (r.name, r.rel_error)
+
+
+def test_gradient_is_checked_across_the_logvar_clamp():
+    """Where a log-variance is clamped its gradient is zero, and finite differences agree."""
+    vae, x, eps = small_problem("gaussian")
+    vae.params["enc.logvar.b"][0] = 1e4        # far above LOGVAR_MAX: exp would overflow without the clamp
+    vae.params["dec.logvar.b"][1] = -1e4       # far below LOGVAR_MIN: exp(-logvar) would overflow
+    assert np.all(vae.encode(x)[1][:, 0] == 30.0)
+    with np.errstate(over="raise", invalid="raise"):
+        loss, grads = vae.loss_and_grads(x, eps)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
+    # A bound of -1e13 nats leaves finite differences nothing to resolve, so check the
+    # clamp at moderate values: active below the bound for q, above it for p(x|z).
+    vae.params["enc.logvar.b"][0] = -80.0
+    vae.params["dec.logvar.b"][1] = 80.0
+    loss, grads = vae.loss_and_grads(x, eps)
+    assert grads["enc.logvar.b"][0] == 0.0 and grads["dec.logvar.b"][1] == 0.0
+    for r in check_vae(vae, x, eps, "B", mode="elements"):
+        assert r.rel_error <= TOL, (r.name, r.rel_error)
+
+
+def test_loss_is_minus_mean_elbo_and_grads_match_params():
+    vae, x, eps = small_problem("bernoulli")
+    loss, grads = vae.loss_and_grads(x, eps, "A")
+    assert isinstance(loss, float) and loss == pytest.approx(-vae.elbo(x, eps, "A").mean(), rel=1e-15)
+    assert grads.keys() == vae.params.keys()
+    for k, g in grads.items():
+        assert g.shape == vae.params[k].shape and g.dtype == vae.params[k].dtype
+
+
+def test_param_names_follow_the_contract():
+    assert list(VAE(784, 20, 500).params) == [
+        "enc.h1.W", "enc.h1.b", "enc.mu.W", "enc.mu.b", "enc.logvar.W", "enc.logvar.b",
+        "dec.h1.W", "dec.h1.b", "dec.logits.W", "dec.logits.b"]
+    g = VAE(560, 5, (200, 100), "gaussian").params
+    assert [k for k in g if k.startswith("dec")] == [
+        "dec.h1.W", "dec.h1.b", "dec.h2.W", "dec.h2.b", "dec.mu.W", "dec.mu.b", "dec.logvar.W", "dec.logvar.b"]
+    assert g["enc.h1.W"].shape == (560, 200) and g["enc.h2.W"].shape == (200, 100)
+    assert g["dec.h1.W"].shape == (5, 100) and g["dec.h2.W"].shape == (100, 200)
+
+
+def test_init_is_seeded_normal_with_std_001():
+    a, b, c = VAE(784, 20, 500, seed=3), VAE(784, 20, 500, seed=3), VAE(784, 20, 500, seed=4)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["enc.h1.W"], c.params["enc.h1.W"])
+    assert abs(a.params["enc.h1.W"].std() - 0.01) < 1e-4 and abs(a.params["enc.h1.W"].mean()) < 1e-4
+
+
+def test_params_are_live():
+    vae, x, eps = small_problem("bernoulli")
+    before = vae.encode(x)[0].copy()
+    vae.params["enc.mu.b"] += 1.0
+    assert np.allclose(vae.encode(x)[0], before + 1.0)
+
+
+def test_encode_decode_shapes_and_ranges():
+    vae, x, eps = small_problem("bernoulli")
+    mu, logvar = vae.encode(x)
+    assert mu.shape == logvar.shape == (4, 3)
+    means = vae.decode(eps)
+    assert means.shape == (2, 4, 7) and np.all((means > 0) & (means < 1))
+    g, xg, _ = small_problem("gaussian")
+    mean, lv = g.decode(np.zeros((5, 3)))
+    assert mean.shape == lv.shape == (5, 7) and np.all((mean > 0) & (mean < 1))
+
+
+def test_estimators_a_and_b_have_the_same_expectation():
+    vae, x, _ = small_problem("gaussian", B=3, init_std=0.3)
+    rng = np.random.default_rng(5)
+    eps = rng.standard_normal((2000, 10, 3, 3))          # 2000 estimates, each with L = 10
+    a = np.stack([vae.elbo(x, e, "A") for e in eps])
+    b = np.stack([vae.elbo(x, e, "B") for e in eps])
+    diff = a - b                                    # same noise: a paired comparison
+    se = diff.std(axis=0) / np.sqrt(diff.shape[0])
+    assert np.all(np.abs(diff.mean(axis=0)) < 5 * se + 1e-12)
+    # and B has the smaller variance (the analytic KL removes one source of noise)
+    assert np.all(b.var(axis=0) < a.var(axis=0))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_log_q_and_log_joint_gradients_match_finite_differences(likelihood):
+    vae, x, eps = small_problem(likelihood, (5, 4))
+    z = eps * 0.7 + 0.1
+    lq, gq = vae.log_q_and_grads(z, x)
+    assert lq.shape == (2, 4) and set(gq) == {k for k in vae.params if k.startswith("enc")}
+    lp, dz, gp = vae.log_joint_and_grads(x, z)
+    assert lp.shape == (2, 4) and set(gp) == {k for k in vae.params if k.startswith("dec")}
+    rng = np.random.default_rng(0)
+    for name, g in list(gq.items()) + list(gp.items()):
+        f = (lambda: vae.log_q(z, x).sum()) if name.startswith("enc") else (lambda: vae.log_joint(x, z).sum())
+        d = rng.standard_normal(g.shape)
+        num, _ = ridders_derivative(f, vae.params[name], d)
+        assert relative_error(np.vdot(g, d), num) <= TOL, name
+    d = rng.standard_normal(z.shape)
+    num, _ = ridders_derivative(lambda: vae.log_joint(x, z).sum(), z, d, h0=1e-3)
+    assert relative_error(np.vdot(dz, d), num) <= TOL
+
+
+def test_encoder_and_decoder_backward_directly():
+    vae, x, eps = small_problem("gaussian", (5, 4))
+    rng = np.random.default_rng(2)
+    (mu, logvar), cache = encoder_forward(vae.params, vae.arch, x)
+    dmu, dlv = rng.standard_normal(mu.shape), rng.standard_normal(logvar.shape)
+    dx, grads = encoder_backward(dmu, dlv, cache, need_dx=True)
+
+    def f():
+        (m, lv), _ = encoder_forward(vae.params, vae.arch, x)
+        return float((m * dmu).sum() + (lv * dlv).sum())
+    num, _ = ridders_derivative(f, x, np.ones_like(x), h0=1e-3)
+    assert relative_error(dx.sum(), num) <= TOL
+    out, dcache = decoder_forward(vae.params, vae.arch, eps)
+    douts = tuple(rng.standard_normal(o.shape) for o in out)
+    dz, dgrads = decoder_backward(douts, dcache)
+
+    def g():
+        o, _ = decoder_forward(vae.params, vae.arch, eps)
+        return float(sum((a * b).sum() for a, b in zip(o, douts)))
+    d = rng.standard_normal(eps.shape)
+    num, _ = ridders_derivative(g, eps, d, h0=1e-3)
+    assert relative_error(np.vdot(dz, d), num) <= TOL
+    # the MLP trunk on its own
+    h, mcache = mlp_forward(vae.params, "enc", x, 2, "tanh")
+    dh = rng.standard_normal(h.shape)
+    dx2, mgrads = mlp_backward(dh, mcache)
+    num, _ = ridders_derivative(lambda: float((mlp_forward(vae.params, "enc", x, 2, "tanh")[0] * dh).sum()),
+                                vae.params["enc.h1.W"], np.ones((7, 5)), h0=1e-3)
+    assert relative_error(mgrads["enc.h1.W"].sum(), num) <= TOL
+
+
+def test_float32_model_runs_in_float32():
+    vae = VAE(7, 3, 5, seed=0, dtype=np.float32)
+    x = np.random.default_rng(0).random((4, 7)) < 0.5
+    eps = np.random.default_rng(1).standard_normal((1, 4, 3))
+    loss, grads = vae.loss_and_grads(x, eps)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    v64 = VAE(7, 3, 5, seed=0)
+    assert loss == pytest.approx(v64.loss_and_grads(x, eps)[0], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+@pytest.fixture
+def vae():
+    return VAE(7, 3, 5)
+
+
+def test_bad_x(vae):
+    eps = np.zeros((1, 2, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 7\)"):
+        vae.elbo(np.zeros(7), eps)
+    with pytest.raises(ValueError, match=r"shape \(batch, 7\)"):
+        vae.elbo(np.zeros((2, 6)), eps)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        vae.elbo(np.full((2, 7), np.nan), eps)
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        vae.elbo(np.full((2, 7), 1.5), eps)
+    with pytest.raises(TypeError, match="numeric"):
+        vae.elbo(np.array([["a"] * 7] * 2), eps)
+    with pytest.raises(ValueError, match="empty"):
+        vae.encode(np.zeros((0, 7)))
+
+
+def test_bad_eps_and_names(vae):
+    x = np.zeros((2, 7))
+    with pytest.raises(ValueError, match=r"eps must have shape \(L, 2, 3\)"):
+        vae.elbo(x, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"eps must have shape"):
+        vae.elbo(x, np.zeros((1, 3, 3)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        vae.elbo(x, np.full((1, 2, 3), np.inf))
+    with pytest.raises(ValueError, match="unknown estimator 'C'"):
+        vae.elbo(x, np.zeros((1, 2, 3)), estimator="C")
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match="z_dim must be positive"):
+        VAE(7, 0)
+    with pytest.raises(ValueError, match="hidden width must be positive"):
+        VAE(7, 3, (5, 0))
+    with pytest.raises(TypeError, match="hidden must be an int or a tuple"):
+        VAE(7, 3, "500")
+    with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
+        VAE(7, 3, likelihood="poisson")
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        VAE(7, 3, dtype=np.int32)
+    with pytest.raises(TypeError, match="x_dim must be an int"):
+        VAE(7.5, 3)
+
+
+@settings(max_examples=15, deadline=None)
+@given(B=st.integers(1, 4), x_dim=st.integers(1, 5), z_dim=st.integers(1, 3), h=st.integers(1, 4),
+       L=st.integers(1, 3), lik=st.sampled_from(["bernoulli", "gaussian"]), seed=st.integers(0, 1000))
+def test_any_shape_gives_finite_bound_and_checked_gradient(B, x_dim, z_dim, h, L, lik, seed):
+    vae, x, eps = small_problem(lik, (h,), L, B, x_dim, z_dim, seed)
+    rows = check_vae(vae, x, eps, "B", mode="directions", n_directions=1)
+    assert max(r.rel_error for r in rows) <= TOL
+
+
+def test_extreme_logits_do_not_overflow():
+    vae, x, eps = small_problem("bernoulli")
+    vae.params["dec.logits.b"][:] = 3e4
+    vae.params["dec.logits.b"][::2] = -3e4
+    with np.errstate(over="raise", invalid="raise"):
+        loss, grads = vae.loss_and_grads(x, eps)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
