@@ -28,7 +28,6 @@ import os
 import pathlib
 import pickle
 import struct
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -175,7 +174,7 @@ def _mnist_gz(name: str, sha256: str, md5: str) -> Source:
 
 
 # filename -> Source. Tests point `urls` at a local server by patching this dict.
-# Where each published value comes from (see also the report in the module's PR):
+# Where each published value comes from is noted above each entry.
 REGISTRY: Dict[str, Source] = {
     # mnist.pkl.gz, two known versions. The sha256 is that of the project's shared copy
     # (data README / SHA256SUMS); its MD5 98100ca2... equals the one borgwang/tinynn lists
@@ -385,11 +384,12 @@ def _looked_in(names: Sequence[str], path, allow_file: bool = True) -> str:
 
 def _how_to_provide(name: str) -> str:
     urls = REGISTRY[name].urls if name in REGISTRY else ()
-    where = (" It can be downloaded from " + " or ".join(urls) + ".") if urls else ""
+    how = f"put {name} in a directory and set NPVAE_DATA_DIR to it, or pass path=..."
+    if not urls:
+        return how + "."
     return (
-        f"put {name} in a directory and set NPVAE_DATA_DIR to it, or pass path=..., "
-        f"or call with download=True to fetch it into the cache directory "
-        f"($NPVAE_CACHE_DIR, default ~/.cache/npvae).{where}"
+        f"{how}, or call with download=True to fetch it into the cache directory "
+        f"($NPVAE_CACHE_DIR, default ~/.cache/npvae) from {' or '.join(urls)}."
     )
 
 
@@ -672,14 +672,13 @@ def _mnist_dataset(splits: Dict[str, Tuple[np.ndarray, np.ndarray]], dtype: np.d
     return Dataset("mnist", out["train"], out["valid"], out["test"], (28, 28))
 
 
-def _find_idx_files(path) -> Dict[str, pathlib.Path]:
-    """Existing (unverified) idx files, .gz preferred, searching all places per file."""
+def _idx_in(place: pathlib.Path) -> Dict[str, pathlib.Path]:
+    """The idx files present (unverified) in directory `place`: {base: file}, .gz preferred."""
     found = {}
     for base, _, _ in _IDX:
         for name in (base + ".gz", base):
-            p = _search(name, path, allow_file=False)
-            if p is not None:
-                found[base] = p
+            if (place / name).is_file():
+                found[base] = place / name
                 break
     return found
 
@@ -687,20 +686,19 @@ def _find_idx_files(path) -> Dict[str, pathlib.Path]:
 def _find_mnist_local(path):
     """('pkl', Path) or ('idx', {base: Path}) from the first place holding a complete
     set, else (None, partial idx dict). A place holding mnist.pkl.gz wins over a later one."""
-    for label, place in _places(path):
+    places = _places(path)
+    for label, place in places:
         if label == "path argument" and place.is_file():
             return "pkl", place  # an explicit file path means the pickle itself
         if (place / MNIST_PKL).is_file():
             return "pkl", place / MNIST_PKL
-        in_place = {}
-        for base, _, _ in _IDX:
-            for name in (base + ".gz", base):
-                if (place / name).is_file():
-                    in_place[base] = place / name
-                    break
+        in_place = _idx_in(place)
         if len(in_place) == len(_IDX):
             return "idx", in_place
-    idx = _find_idx_files(path)  # a complete set spread over several places
+    # A complete set spread over several places: each file from the first place having it.
+    idx = {}
+    for _, place in reversed(places):
+        idx.update(_idx_in(place))
     return ("idx", idx) if len(idx) == len(_IDX) else (None, idx)
 
 

@@ -33,7 +33,7 @@ def test_kernel_float32_and_preallocated_buffers():
     args = inputs(np.float32)
     out = (np.empty(5, np.float32), np.empty((2, 5, 9), np.float32), np.empty((5, 3), np.float32),
            np.empty((5, 3), np.float32))
-    elbo, dlogits, dmu, dlogvar = bernoulli_kl_grads(*args, 0.01, True, out=out)
+    elbo, dlogits, dmu, dlogvar = bernoulli_kl_grads(*args, 0.01, True, out=out, work=np.empty_like(args[0]))
     assert dlogits is out[1] and dlogits.dtype == np.float32
     ref = bernoulli_kl_grads_reference(*[a.astype(np.float64) for a in args], 0.01, True)
     assert np.allclose(elbo, ref[0], rtol=1e-5) and np.allclose(dlogits, ref[1], rtol=1e-5, atol=1e-9)

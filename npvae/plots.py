@@ -1,0 +1,110 @@
+"""Figures of a run (matplotlib, non-interactive Agg backend): learning curves, samples,
+reconstructions, the latent scatter and, for Nz = 2, the learned manifold of Fig. 4."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+from .fileio import atomic_path  # noqa: E402
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def tile(images, n_cols):
+    """(n, h, w) images -> one (rows*h, n_cols*w) canvas with 1-pixel gaps."""
+    n, h, w = images.shape
+    n_rows = int(np.ceil(n / n_cols))
+    canvas = np.ones((n_rows * (h + 1) - 1, n_cols * (w + 1) - 1))
+    for i in range(n):
+        r, c = divmod(i, n_cols)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[i]
+    return canvas
+
+
+def plot_learning_curves(history, path, title="", paper=None):
+    """Train and test bound against training samples (log x), as in Fig. 2."""
+    h = np.asarray(history, dtype=float).reshape(-1, 4)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogx(h[:, 0], h[:, 2], "-o", ms=3, label="AEVB (train)")
+    ax.semilogx(h[:, 0], h[:, 3], "-s", ms=3, label="AEVB (test)")
+    if paper is not None:
+        ax.axhline(paper[0], color="C0", ls=":", lw=1, label=f"paper, train ({paper[0]})")
+        ax.axhline(paper[1], color="C1", ls=":", lw=1, label=f"paper, test ({paper[1]})")
+    if len(h):
+        lo = np.percentile(h[:, 2:], 5)
+        hi = max(h[:, 2:].max(), paper[0] if paper else -np.inf)
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo) + 1e-9)
+    ax.set_xlabel("# training samples evaluated")
+    ax.set_ylabel("average lower bound per datapoint")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_image_grid(images, image_shape, path, title="", n_cols=10):
+    fig, ax = plt.subplots(figsize=(n_cols * 0.6, np.ceil(len(images) / n_cols) * 0.6 * image_shape[0] / image_shape[1]))
+    ax.imshow(tile(np.asarray(images).reshape((-1,) + tuple(image_shape)), n_cols), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_reconstructions(x, recon, image_shape, path, n=10):
+    """Top row: test images; bottom row: decoder means at the posterior means."""
+    both = np.concatenate([x[:n], recon[:n]]).reshape((-1,) + tuple(image_shape))
+    plot_image_grid(both, image_shape, path, "test images (top) and reconstructions (bottom)", n_cols=n)
+
+
+def plot_latent_scatter(mu, labels, path):
+    """Posterior means of test points, first two dimensions, coloured by digit."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7)
+    if labels is not None:
+        fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+    ax.set_xlabel("$\\mu_1$")
+    ax.set_ylabel("$\\mu_2$")
+    ax.set_title("test-set posterior means" + (" (first two of %d dims)" % mu.shape[1] if mu.shape[1] > 2 else ""))
+    _save(fig, path)
+
+
+def manifold_grid(n=20):
+    """A regular grid on the unit square mapped through the inverse Gaussian CDF (Fig. 4): (n*n, 2)."""
+    u = (np.arange(n) + 0.5) / n
+    z1, z2 = np.meshgrid(norm.ppf(u), norm.ppf(u)[::-1])
+    return np.stack([z1.ravel(), z2.ravel()], axis=1)
+
+
+def make_figures(vae, data, history, out, config, rng):
+    """All figures of a finished run, into the run's folder."""
+    shape = data.image_shape
+    mean_of = (lambda out_: out_) if vae.arch.likelihood == "bernoulli" else (lambda out_: out_[0])
+    plot_learning_curves(history, os.path.join(out, "learning_curves.png"),
+                         f"{config.dataset}, $N_z$ = {config.nz}, {config.binarize if config.dataset == 'mnist' else ''}",
+                         _paper(config))
+    z = rng.standard_normal((100, vae.arch.z_dim)).astype(vae.dtype)
+    plot_image_grid(mean_of(vae.decode(z)), shape, os.path.join(out, "samples.png"),
+                    "samples from the prior (decoder means)")
+    x = data.test_x[:10]
+    mu, _ = vae.encode(x)
+    plot_reconstructions(x, mean_of(vae.decode(mu)), shape, os.path.join(out, "reconstructions.png"))
+    if config.dataset == "mnist" and data.test_y is not None and vae.arch.z_dim >= 2:
+        mu_all, _ = vae.encode(data.test_x[:5000])
+        plot_latent_scatter(mu_all, data.test_y[:5000], os.path.join(out, "latent_scatter.png"))
+    if vae.arch.z_dim == 2:
+        grid = manifold_grid(20).astype(vae.dtype)
+        plot_image_grid(mean_of(vae.decode(grid)), shape, os.path.join(out, "manifold.png"),
+                        "learned manifold (Fig. 4)", n_cols=20)
+
+
+def _paper(config):
+    from .train import PAPER_FIG2
+    return PAPER_FIG2.get((config.dataset, config.nz))

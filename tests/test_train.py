@@ -1,0 +1,117 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from npvae.train import (TrainConfig, TrainingData, TrainingDiverged, eval_schedule, evaluate, main,
+                         parse_overrides, train)
+
+
+def toy_data(dynamic=True, n=300, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    grey = rng.random((n, d)) * (rng.random(d) < 0.5)      # some always-off pixels, like MNIST's border
+    test = rng.random((60, d))
+    return TrainingData(grey, (grey > 0.5).astype(float), (test > 0.5).astype(float), rng.integers(0, 10, 60),
+                        (4, 4), dynamic)
+
+
+def toy_config(tmp_path, **kw):
+    base = dict(nz=2, hidden=(8,), samples=3000, batch_size=20, checkpoint_seconds=1e9, progress=False,
+                figures=False, out=str(tmp_path / "run"), warmup=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def params_of(out):
+    with np.load(os.path.join(out, "checkpoint.npz")) as z:
+        return {k: z[k] for k in z.files if k.startswith("param/")}
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, optimizer):
+    data = toy_data()
+    full = toy_config(tmp_path / "a", optimizer=optimizer, lr=0.01)
+    train(full, data=data, log=lambda *_: None)
+
+    part = toy_config(tmp_path / "b", optimizer=optimizer, lr=0.01)
+    s = train(part, data=data, callback=lambda vae, st: st.steps == 37, log=lambda *_: None)   # "Ctrl-C" at step 37
+    assert s["status"] == "interrupted" and s["samples"] == 37 * 20
+    s2 = train(part, resume=True, data=data, log=lambda *_: None)
+    assert s2["status"] == "finished" and s2["samples"] == 3000
+    a, b = params_of(full.out), params_of(part.out)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    # the history of the resumed run is the uninterrupted one's (evaluation uses fixed noise)
+    ha = list(csv.reader(open(os.path.join(full.out, "history.csv"))))
+    hb = list(csv.reader(open(os.path.join(part.out, "history.csv"))))
+    assert [(r[0], r[2], r[3]) for r in ha] == [(r[0], r[2], r[3]) for r in hb]
+
+
+def test_run_writes_its_outputs_and_learns(tmp_path):
+    cfg = toy_config(tmp_path, samples=20_000, figures=True, lr=0.05)
+    s = train(cfg, data=toy_data(), log=lambda *_: None)
+    for name in ("config.json", "history.csv", "summary.json", "checkpoint.npz", "learning_curves.png",
+                 "samples.png", "reconstructions.png", "latent_scatter.png", "manifold.png"):
+        assert os.path.getsize(os.path.join(cfg.out, name)) > 0, name
+    summary = json.load(open(os.path.join(cfg.out, "summary.json")))
+    assert {"samples", "seconds", "train_elbo", "test_elbo", "config"} <= set(summary)
+    rows = list(csv.DictReader(open(os.path.join(cfg.out, "history.csv"))))
+    assert [int(r["samples"]) for r in rows] == eval_schedule(20_000, 20, 4)
+    from npvae import VAE
+    data = toy_data()
+    untrained = evaluate(VAE(16, 2, 8), data.train_eval_x, np.zeros((1, 300, 2)))
+    assert float(rows[-1]["train_elbo"]) > untrained + 3.0                          # it learned something
+    assert s["train_elbo"] == pytest.approx(float(rows[-1]["train_elbo"]), abs=1e-6)
+    assert not [f for f in os.listdir(cfg.out) if ".tmp" in f]                     # no temp files left
+
+
+def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    data = toy_data()
+    cfg = toy_config(tmp_path, samples=2000)
+    train(cfg, data=data, callback=lambda vae, st: st.steps == 10, log=lambda *_: None)
+    good = params_of(cfg.out)
+
+    def poison(vae, st):
+        if st.steps == 14:
+            vae.params["dec.logits.b"][0] = np.nan
+    with pytest.raises(TrainingDiverged, match=r"step 15"):
+        train(cfg, resume=True, data=data, callback=poison, log=lambda *_: None)
+    kept = params_of(cfg.out)
+    assert all(np.array_equal(good[k], kept[k]) for k in good)
+
+
+def test_evaluate_uses_the_given_noise_and_averages_per_datapoint():
+    from npvae import VAE
+    rng = np.random.default_rng(0)
+    vae = VAE(16, 2, 8, seed=0, init_std=0.3)
+    x = (rng.random((250, 16)) < 0.5).astype(float)
+    eps = rng.standard_normal((1, 250, 2))
+    assert evaluate(vae, x, eps, batch_size=60) == pytest.approx(vae.elbo(x, eps).mean(), rel=1e-12)
+
+
+def test_eval_schedule_is_log_spaced_and_ends_at_the_budget():
+    s = eval_schedule(1_000_000, 100, 4)
+    assert s[0] == 10_000 and s[-1] == 1_000_000 and 100_000 in s and 17_800 in s
+    assert all(v % 100 == 0 for v in s) and s == sorted(set(s))
+    assert eval_schedule(1050, 100, 4)[-1] == 1100
+
+
+def test_overrides_are_typed_and_checked():
+    c = parse_overrides(["--nz=5", "--hidden=200,100", "--samples=1e7", "--lr", "0.02", "--progress=false",
+                         "--binarize=static"], TrainConfig())
+    assert (c.nz, c.hidden, c.samples, c.lr, c.progress, c.binarize) == (5, (200, 100), 10_000_000, 0.02, False,
+                                                                         "static")
+    with pytest.raises(ValueError, match="unknown option --bogus"):
+        parse_overrides(["--bogus=1"], TrainConfig())
+    with pytest.raises(ValueError, match="cannot read 'x' as int"):
+        parse_overrides(["--nz=x"], TrainConfig())
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="rmsprop").validate()
+
+
+def test_resume_refuses_to_change_the_model(tmp_path):
+    cfg = toy_config(tmp_path, samples=200)
+    train(cfg, data=toy_data(), log=lambda *_: None)
+    with pytest.raises(SystemExit, match="cannot change"):
+        main(["--resume", cfg.out, "--nz=3"], TrainConfig())
