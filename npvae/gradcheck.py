@@ -191,6 +191,8 @@ def main(argv=None):
     p.add_argument("--step", type=float, default=1e-2, help="first (largest) finite-difference step of Ridders' method")
     p.add_argument("--init-std", type=float, default=0.01,
                    help="std of the N(0, s^2) initialization (paper: 0.01)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a training run's folder: check the trained model (its sizes come from config.json)")
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -198,8 +200,16 @@ def main(argv=None):
     dtype = np.dtype(args.dtype)
     hidden = tuple(int(w) for w in args.hidden.split(","))
     rng = np.random.default_rng(args.seed)
+    trained = None
+    if args.checkpoint:
+        trained = _load_trained(args.checkpoint)
+        args.x_dim, args.z_dim = trained["x_dim"], trained["z_dim"]
+        hidden, args.likelihood, args.activation = trained["hidden"], trained["likelihood"], trained["activation"]
     vae = VAE(args.x_dim, args.z_dim, hidden, args.likelihood, seed=rng, dtype=dtype,
               activation=args.activation, init_std=args.init_std)
+    if trained is not None:
+        for k in vae.params:
+            vae.params[k][...] = trained["params"][k]
     if args.likelihood == "bernoulli":
         x = (rng.random((args.batch, args.x_dim)) < 0.3).astype(dtype)    # binary, like binarized MNIST
     else:
@@ -208,8 +218,9 @@ def main(argv=None):
     h = args.step
     rows = check_vae(vae, x, eps, args.estimator, args.mode, h, args.directions, args.max_elements or None, rng)
 
+    where = f"trained parameters from {args.checkpoint}" if trained else f"init_std={args.init_std}"
     print(f"{vae!r}\nbatch={args.batch} L={args.samples} estimator={args.estimator} mode={args.mode} "
-          f"h={h:.1e} init_std={args.init_std} seed={args.seed}")
+          f"h={h:.1e} {where} seed={args.seed}")
     print(format_table(rows, args.tol))
     worst = max(r.rel_error for r in rows)
     ok = worst <= args.tol
@@ -217,6 +228,18 @@ def main(argv=None):
     if dtype == np.float32:
         print("note: float32 differences carry ~1e-3 round-off; check gradients in float64.")
     return 0 if ok else 1
+
+
+def _load_trained(run_dir):
+    import json
+    import os
+    with open(os.path.join(run_dir, "config.json")) as f:
+        cfg = json.load(f)
+    with np.load(os.path.join(run_dir, "checkpoint.npz"), allow_pickle=False) as z:
+        params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
+    return {"x_dim": params["enc.h1.W"].shape[0], "z_dim": cfg["nz"], "hidden": tuple(cfg["hidden"]),
+            "likelihood": "bernoulli" if cfg["dataset"] == "mnist" else "gaussian",
+            "activation": cfg.get("activation", "tanh"), "params": params}
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import binarize
+from .fast import FastStep
 from .fileio import atomic_path
 from .model import VAE
 from .optim import make_optimizer
@@ -55,7 +56,9 @@ class TrainConfig:
     batch_size: int = 100           # M = 100 (§5)
     L: int = 1                      # samples of z per datapoint (§5)
     optimizer: str = "adagrad"      # §5
-    lr: float = 0.01                # §5: picked from {0.01, 0.02, 0.1}
+    lr: float = 0.01                # §5: picked from {0.01, 0.02, 0.1} ...
+    lr_probe: int = 0               # ... by the paper's rule when > 0: this many samples per candidate
+    lr_probe_results: str = ""      # filled in by the probe: {lr: train bound} as JSON
     warmup: int = 10                # Adagrad: minibatches that only accumulate g^2 (authors' code)
     prior: str = "weights"          # N(0, I) prior on "weights", "all" parameters, or "none" (§5: MAP)
     init_std: float = 0.01          # §5: N(0, 0.01^2)
@@ -68,6 +71,7 @@ class TrainConfig:
     checkpoint_seconds: float = 60.0
     data_dir: str = ""              # "" : NPVAE_DATA_DIR, then ~/.cache/npvae
     out: str = "runs/mnist"
+    fast: bool = True               # npvae.fast.FastStep where it applies (tanh, Bernoulli, estimator B)
     progress: bool = True
     figures: bool = True
 
@@ -305,6 +309,9 @@ def train(config, resume=False, callback=None, data=None, log=print):
     ckpt_path = os.path.join(out, "checkpoint.npz")
     if data is None:
         data = load_training_data(config)
+    if config.lr_probe and not resume:
+        lr, results = pick_learning_rate(config, data, log)
+        config = dataclasses.replace(config, lr=lr, lr_probe=0, lr_probe_results=json.dumps(results))
     n_train, x_dim = data.train_x.shape
     dtype = np.dtype(config.dtype)
 
@@ -334,6 +341,10 @@ def train(config, resume=False, callback=None, data=None, log=print):
     budget = schedule[-1] if schedule else state.samples
     M, L, prior_scale = config.batch_size, config.L, 1.0 / n_train
 
+    fast = None
+    if config.fast and FastStep.supports(vae, config.estimator):
+        fast = FastStep(vae, opt, M, L, config.prior, prior_scale)
+
     bar = _progress(config, budget, state.samples)
     last_ckpt = time.monotonic()
     status = "finished"
@@ -344,17 +355,23 @@ def train(config, resume=False, callback=None, data=None, log=print):
             if state.epoch_pos + M > n_train:                       # a new epoch
                 state.epoch_perm, state.epoch_pos = rng.permutation(n_train), 0
             idx = state.epoch_perm[state.epoch_pos:state.epoch_pos + M]
-            x = data.train_x[idx]
-            if data.dynamic:
-                x = binarize(x, rng)
-            eps = rng.standard_normal((L, M, config.nz)).astype(dtype)
-            loss, grads = vae.loss_and_grads(x, eps, config.estimator)
-            if not math.isfinite(loss):
+            if fast is not None:                                     # same arithmetic, preallocated
+                x, eps = fast.load_batch(data.train_x, idx, rng, data.dynamic)
+                _, finite = fast.step(x, eps)
+            else:                                                    # the readable reference
+                x = data.train_x[idx]
+                if data.dynamic:
+                    x = binarize(x, rng)
+                eps = rng.standard_normal((L, M, config.nz)).astype(dtype)   # float64 draws: float32 runs see the same noise
+                loss, grads = vae.loss_and_grads(x, eps, config.estimator)
+                finite = math.isfinite(loss)
+                if finite:
+                    prior_grads(vae.params, grads, prior_scale, config.prior)
+                    opt.update(vae.params, grads)
+            if not finite:
                 raise TrainingDiverged(
-                    f"non-finite loss ({loss}) at step {state.steps + 1} ({state.samples:,} samples); "
+                    f"non-finite loss or gradient at step {state.steps + 1} ({state.samples:,} samples); "
                     f"the last good checkpoint is kept at {ckpt_path}")
-            prior_grads(vae.params, grads, prior_scale, config.prior)
-            opt.update(vae.params, grads)
             state.epoch_pos += M
             state.samples += M
             state.steps += 1
@@ -397,6 +414,38 @@ def train(config, resume=False, callback=None, data=None, log=print):
         from . import plots
         plots.make_figures(vae, data, state.history, out, config, np.random.default_rng(config.eval_seed + 2))
     return summary
+
+
+LR_CANDIDATES = (0.01, 0.02, 0.1)   # §5
+
+
+def pick_learning_rate(config, data, log=print):
+    """The paper's rule (§5): of the step sizes {0.01, 0.02, 0.1}, the one that makes the most
+    progress on the training set in the first iterations.
+
+    Each candidate trains from the same initialization with the same minibatches and noise (the
+    same seed) for ``config.lr_probe`` samples; the training bound is then compared on (at most)
+    10,000 training points.  Returns (lr, {lr: bound}).
+    """
+    import tempfile
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="npvae_lr_probe_") as tmp:
+        for lr in LR_CANDIDATES:
+            probe = dataclasses.replace(config, lr=lr, samples=config.lr_probe, lr_probe=0, progress=False,
+                                        figures=False, eval_max=10_000, out=os.path.join(tmp, str(lr)))
+            try:
+                bound = train(probe, data=data, log=lambda *_: None)["train_elbo"]
+            except TrainingDiverged:
+                bound = float("nan")
+            results[lr] = bound
+            log(f"lr probe: step size {lr}: training bound {bound:.3f} after {config.lr_probe:,} samples")
+    finite = {lr: b for lr, b in results.items() if math.isfinite(b)}
+    if not finite:
+        raise TrainingDiverged(f"every step size in {LR_CANDIDATES} diverged in the probe")
+    best = max(finite, key=finite.get)
+    log(f"lr probe: picked {best}")
+    return best, results
 
 
 def _check_finite(vae, state, ckpt_path):
@@ -445,7 +494,7 @@ def main(argv, defaults, smoke_overrides=None):
         defaults = TrainConfig(**saved)
         config = parse_overrides(argv, defaults)
         changed = {k for k in saved if getattr(config, k) != getattr(defaults, k)}
-        if changed - {"samples", "progress", "figures", "checkpoint_seconds", "data_dir"}:
+        if changed - {"samples", "progress", "figures", "checkpoint_seconds", "data_dir", "fast"}:
             raise SystemExit(f"--resume: cannot change {sorted(changed)} of a run (only the budget and display)")
         config = dataclasses.replace(config, out=resume_dir)
     else:

@@ -42,3 +42,15 @@ def test_cli_prints_a_table_and_passes(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "dec.logvar.W" in out and "enc.h2.b" in out and "max relative error" in out
+
+
+def test_cli_checks_a_trained_run(tmp_path, capsys):
+    from npvae.train import TrainConfig, train
+
+    from .test_train import toy_data
+    out = str(tmp_path / "run")
+    train(TrainConfig(nz=2, hidden=(8,), samples=400, batch_size=20, progress=False, figures=False, out=out),
+          data=toy_data(), log=lambda *_: None)
+    assert main(["--checkpoint", out, "--batch", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "trained parameters from" in text and "x_dim=16" in text and "(16, 8)" in text

@@ -238,3 +238,66 @@ def test_extreme_logits_do_not_overflow():
     with np.errstate(over="raise", invalid="raise"):
         loss, grads = vae.loss_and_grads(x, eps)
     assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
+
+
+# ---------------------------------------------------------------------------- each backward by name
+
+def test_standard_normal_logpdf_backward_matches_finite_differences():
+    from npvae.model import standard_normal_logpdf_backward, standard_normal_logpdf_forward
+
+    from .helpers import check_backward
+    rng = np.random.default_rng(0)
+    check_backward(standard_normal_logpdf_forward, standard_normal_logpdf_backward, [rng.standard_normal((3, 4, 2))], rng)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_log_likelihood_backward_matches_finite_differences(likelihood):
+    from npvae.model import log_likelihood_backward, log_likelihood_forward
+
+    from .helpers import check_backward
+    rng = np.random.default_rng(1)
+    x = rng.random((4, 5))
+    if likelihood == "bernoulli":
+        inputs = [rng.standard_normal((2, 4, 5))]
+        fwd = lambda out: log_likelihood_forward("bernoulli", x, out)                       # noqa: E731
+        bwd = lambda d, c: log_likelihood_backward(d, c, "bernoulli")                       # noqa: E731
+    else:
+        inputs = [rng.random((2, 4, 5)), rng.uniform(-2, 2, (2, 4, 5))]
+        fwd = lambda mean, lv: log_likelihood_forward("gaussian", x, (mean, lv))            # noqa: E731
+        bwd = lambda d, c: log_likelihood_backward(d, c, "gaussian")                        # noqa: E731
+    check_backward(fwd, bwd, inputs, rng)
+
+
+def test_head_backward_matches_finite_differences():
+    from npvae.model import _head_backward, _head_forward
+
+    from .helpers import check_backward
+    rng = np.random.default_rng(2)
+    h, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)
+
+    def fwd(h, W, b):
+        return _head_forward({"q.W": W, "q.b": b}, "q", h)
+
+    def bwd(dout, cache):
+        grads = {}
+        dh = _head_backward(dout, cache, "q", grads)
+        return dh, grads["q.W"], grads["q.b"]
+    check_backward(fwd, bwd, [h, W, b], rng)
+
+
+@pytest.mark.parametrize("estimator", ["A", "B"])
+def test_elbo_backward_with_any_upstream_gradient(estimator):
+    """elbo_backward(delbo) for a random delbo (not just -1/B) against differences of sum(delbo * elbo)."""
+    from npvae.model import elbo_backward, elbo_forward
+    vae, x, eps = small_problem("gaussian", (5,), L=2)
+    rng = np.random.default_rng(3)
+    delbo = rng.standard_normal(x.shape[0])
+    _, cache = elbo_forward(vae.params, vae.arch, x, eps, estimator)
+    grads = elbo_backward(delbo, cache)
+
+    def f():
+        return float((elbo_forward(vae.params, vae.arch, x, eps, estimator)[0] * delbo).sum())
+    for name, g in grads.items():
+        d = rng.standard_normal(g.shape)
+        num, _ = ridders_derivative(f, vae.params[name], d)
+        assert relative_error(np.vdot(g, d), num) <= TOL, name

@@ -1,0 +1,237 @@
+"""The fast training step: the same arithmetic as the reference path, without fresh memory.
+
+``VAE.loss_and_grads`` followed by the prior and ``Adagrad.update`` is the readable
+reference.  It allocates a new array for almost every intermediate; at the paper's
+size those are 0.2-3 MB temporaries, and the page faults of fresh memory cost more
+than the arithmetic.  ``FastStep`` does the very same computation (estimator B,
+Bernoulli decoder, tanh hidden units, any depth, float32 or float64) into buffers
+allocated once, with ``out=`` everywhere:
+
+    gather + binarize + noise   np.take / Generator.random / standard_normal into buffers
+    forward                     matmul(out=), += bias, tanh(out=)
+    likelihood + KL gradient    one fused kernel (npvae/kernels.py)
+    backward                    the mirror of the forward, matmul(out=)
+    prior + Adagrad             one fused Numba pass per parameter tensor
+
+so that the step costs little more than its matrix products (``benchmarks/bench_step.py``
+measures it against that floor).  ``tests/test_fast.py`` asserts that it gives the
+reference step to rounding.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .distributions import LOGVAR_MAX, LOGVAR_MIN
+from .kernels import bernoulli_kl_grads
+from .optim import Adagrad
+
+
+@njit(cache=True, error_model="numpy")
+def tanh_backward_inplace(dh, h, one):
+    """dh <- dh * (1 - h^2), where h = tanh(a): the tanh layer's backward, in place.
+    ``one`` is 1 in the arrays' dtype, so float32 stays float32 (and vectorizes twice as wide)."""
+    d = dh.ravel()
+    hv = h.ravel()
+    for i in range(d.size):
+        d[i] *= one - hv[i] * hv[i]
+
+
+@njit(cache=True, error_model="numpy")
+def adagrad_update(p, g, sum_sq, lr, eps, prior_scale, do_step):
+    """Fused prior + Adagrad on flat arrays:  g' = g + prior_scale * p;  sum_sq += g'^2;
+    p -= lr * g' / sqrt(sum_sq + eps) when do_step.  Returns True when some g' is not finite.
+
+    The non-finite test is an integer OR of (g' - g' != 0), which is true exactly for
+    NaN and inf and keeps the loop vectorizable (a float reduction would not be
+    without fastmath)."""
+    bad = False
+    for i in range(p.size):
+        gi = g[i] + prior_scale * p[i]
+        s = sum_sq[i] + gi * gi
+        sum_sq[i] = s
+        if do_step:
+            p[i] -= lr * gi / math.sqrt(s + eps)
+        bad |= (gi - gi) != 0.0
+    return bad
+
+
+def adagrad_update_reference(p, g, sum_sq, lr, eps, prior_scale, do_step):
+    """NumPy reference of ``adagrad_update`` (the same expression chain as optim.Adagrad + train.prior_grads)."""
+    g = g + prior_scale * p
+    sum_sq += g * g
+    if do_step:
+        p -= lr * g / np.sqrt(sum_sq + eps)
+    return not np.isfinite(g).all()
+
+
+class FastStep:
+    """One AEVB step for a Bernoulli VAE, estimator B, into preallocated buffers.
+
+    vae: the model (its ``params`` arrays are updated in place); optimizer: any
+    npvae optimizer (Adagrad gets the fused kernel, others their own ``update``);
+    prior: "weights", "all" or "none" with ``prior_scale`` (1/N in training).
+    """
+
+    def __init__(self, vae, optimizer, batch_size, L=1, prior="weights", prior_scale=0.0):
+        arch = vae.arch
+        if not self.supports(vae):
+            raise ValueError("FastStep covers tanh Bernoulli models; use VAE.loss_and_grads otherwise")
+        self.vae, self.opt, self.M, self.L = vae, optimizer, int(batch_size), int(L)
+        self.prior_scale = {name: (prior_scale if prior == "all" or (prior == "weights" and name.endswith(".W"))
+                                   else 0.0) for name in vae.params}
+        dt, M, L, Z, D = vae.dtype, self.M, self.L, arch.z_dim, arch.x_dim
+        E = np.empty
+        self.x = E((M, D), dt)                    # the minibatch
+        self.uniform = E((M, D), dt)              # dynamic binarization draws
+        self.is_on = E((M, D), np.bool_)
+        self.eps = E((L, M, Z), dt)
+        self.eps64 = self.eps if dt == np.float64 else E((L, M, Z), np.float64)
+        self.enc_h = [E((M, w), dt) for w in arch.enc_hidden]
+        self.enc_dh = [E((M, w), dt) for w in arch.enc_hidden]
+        self.enc_tmp = E((M, arch.enc_hidden[-1]), dt)
+        self.mu, self.logvar, self.sigma = E((M, Z), dt), E((M, Z), dt), E((M, Z), dt)
+        self.inside = E((M, Z), np.bool_)
+        self.dmu, self.dlogvar, self.dsigma = E((M, Z), dt), E((M, Z), dt), E((M, Z), dt)
+        self.z = E((L, M, Z), dt)
+        self.dz = E((L, M, Z), dt)
+        self.dz_eps = E((L, M, Z), dt)
+        self.dec_h = [E((L * M, w), dt) for w in arch.dec_hidden]
+        self.dec_dh = [E((L * M, w), dt) for w in arch.dec_hidden]
+        self.logits = E((L, M, D), dt)
+        self.kernel_out = (E(M, dt), E((L, M, D), dt), E((M, Z), dt), E((M, Z), dt))
+        self.kernel_work = E((L, M, D), dt)
+        self.grads = {name: np.empty_like(p) for name, p in vae.params.items()}
+        self.fused_adagrad = type(optimizer) is Adagrad
+        self.one = dt.type(1)
+        for name, p in vae.params.items():
+            if not p.flags.c_contiguous:
+                raise ValueError(f"params[{name!r}] is not C-contiguous; FastStep updates flat views in place")
+
+    @staticmethod
+    def supports(vae, estimator="B"):
+        a = vae.arch
+        return a.likelihood == "bernoulli" and a.activation == "tanh" and estimator == "B"
+
+    # -- the step -------------------------------------------------------------------------
+
+    def load_batch(self, data_x, idx, rng=None, dynamic=False):
+        """Gather rows idx of data_x into the minibatch buffer; with dynamic, re-binarize them with rng
+        (the same draws as ``npvae.data.binarize``).  Then draw eps.  Returns (x, eps) views."""
+        np.take(data_x, idx, axis=0, out=self.x)
+        if dynamic:
+            rng.random(out=self.uniform, dtype=self.x.dtype)
+            np.less(self.uniform, self.x, out=self.is_on)
+            np.copyto(self.x, self.is_on)
+        if rng is not None:
+            # float64 draws in either precision, as the reference loop does: a float32 run sees the same noise
+            rng.standard_normal(out=self.eps64)
+            np.copyto(self.eps, self.eps64)
+        return self.x, self.eps
+
+    def loss_and_grads(self, x, eps, want_loss=True):
+        """The reference's VAE.loss_and_grads(x, eps, "B"), into self.grads.  Returns the loss or None."""
+        p, g, arch = self.vae.params, self.grads, self.vae.arch
+        L, M, Z = self.L, self.M, arch.z_dim
+        # ---- encoder
+        h = x
+        for k, hk in enumerate(self.enc_h, 1):
+            np.matmul(h, p[f"enc.h{k}.W"], out=hk)
+            hk += p[f"enc.h{k}.b"]
+            np.tanh(hk, out=hk)
+            h = hk
+        np.matmul(h, p["enc.mu.W"], out=self.mu)
+        self.mu += p["enc.mu.b"]
+        np.matmul(h, p["enc.logvar.W"], out=self.logvar)
+        self.logvar += p["enc.logvar.b"]
+        np.clip(self.logvar, LOGVAR_MIN, LOGVAR_MAX, out=self.logvar)
+        # (clipped > lo) & (clipped < hi) equals the mask on the raw values
+        np.greater(self.logvar, LOGVAR_MIN, out=self.inside)
+        self.inside &= self.logvar < LOGVAR_MAX
+        # ---- the stochastic node: sigma = exp(logvar / 2), z = mu + sigma * eps
+        np.multiply(self.logvar, 0.5, out=self.sigma)
+        np.exp(self.sigma, out=self.sigma)
+        np.multiply(self.sigma, eps, out=self.z)
+        self.z += self.mu
+        # ---- decoder
+        h = self.z.reshape(L * M, Z)
+        for k, hk in enumerate(self.dec_h, 1):
+            np.matmul(h, p[f"dec.h{k}.W"], out=hk)
+            hk += p[f"dec.h{k}.b"]
+            np.tanh(hk, out=hk)
+            h = hk
+        logits2 = self.logits.reshape(L * M, -1)
+        np.matmul(h, p["dec.logits.W"], out=logits2)
+        logits2 += p["dec.logits.b"]
+        # ---- d(-mean elbo): likelihood and KL ends in one kernel
+        elbo, dlogits, dmu_kl, dlogvar_kl = bernoulli_kl_grads(self.logits, x, self.mu, self.logvar, 1.0 / M,
+                                                               want_loss, self.kernel_out, self.kernel_work)
+        # ---- decoder backward
+        dlogits2 = dlogits.reshape(L * M, -1)
+        np.matmul(self.dec_h[-1].T, dlogits2, out=g["dec.logits.W"])
+        np.sum(dlogits2, axis=0, out=g["dec.logits.b"])
+        np.matmul(dlogits2, p["dec.logits.W"].T, out=self.dec_dh[-1])
+        dz2 = self.dz.reshape(L * M, Z)
+        for k in range(len(self.dec_h), 0, -1):
+            dh = self.dec_dh[k - 1]
+            tanh_backward_inplace(dh, self.dec_h[k - 1], self.one)
+            below = self.dec_h[k - 2] if k > 1 else self.z.reshape(L * M, Z)
+            np.matmul(below.T, dh, out=g[f"dec.h{k}.W"])
+            np.sum(dh, axis=0, out=g[f"dec.h{k}.b"])
+            np.matmul(dh, p[f"dec.h{k}.W"].T, out=self.dec_dh[k - 2] if k > 1 else dz2)
+        # ---- the gradient crosses the stochastic node: dmu = sum_l dz, dsigma = sum_l dz * eps
+        np.sum(self.dz, axis=0, out=self.dmu)
+        np.multiply(self.dz, eps, out=self.dz_eps)
+        np.sum(self.dz_eps, axis=0, out=self.dsigma)
+        np.multiply(self.sigma, 0.5, out=self.dlogvar)        # dlogvar = 0.5 * sigma * dsigma
+        self.dlogvar *= self.dsigma
+        # ---- the KL path joins at (mu, logvar)
+        self.dmu += dmu_kl
+        self.dlogvar += dlogvar_kl
+        self.dlogvar *= self.inside
+        # ---- encoder backward
+        h_top = self.enc_h[-1]
+        np.matmul(h_top.T, self.dmu, out=g["enc.mu.W"])
+        np.sum(self.dmu, axis=0, out=g["enc.mu.b"])
+        np.matmul(h_top.T, self.dlogvar, out=g["enc.logvar.W"])
+        np.sum(self.dlogvar, axis=0, out=g["enc.logvar.b"])
+        np.matmul(self.dmu, p["enc.mu.W"].T, out=self.enc_dh[-1])
+        np.matmul(self.dlogvar, p["enc.logvar.W"].T, out=self.enc_tmp)
+        self.enc_dh[-1] += self.enc_tmp
+        for k in range(len(self.enc_h), 0, -1):
+            dh = self.enc_dh[k - 1]
+            tanh_backward_inplace(dh, self.enc_h[k - 1], self.one)
+            below = self.enc_h[k - 2] if k > 1 else x
+            np.matmul(below.T, dh, out=g[f"enc.h{k}.W"])
+            np.sum(dh, axis=0, out=g[f"enc.h{k}.b"])
+            if k > 1:
+                np.matmul(dh, p[f"enc.h{k}.W"].T, out=self.enc_dh[k - 2])
+        return None if elbo is None else -float(elbo.mean(dtype=np.float64))
+
+    def update(self):
+        """Prior + optimizer step from self.grads.  Returns True when a gradient was not finite."""
+        params, opt = self.vae.params, self.opt
+        if not self.fused_adagrad:
+            bad = False
+            for name, gr in self.grads.items():
+                if self.prior_scale[name]:
+                    gr += self.prior_scale[name] * params[name]
+                bad |= not np.isfinite(gr).all()
+            opt.update(params, self.grads)
+            return bad
+        opt.t += 1
+        do_step = opt.t > opt.warmup
+        bad = False
+        state = opt.state["sum_sq"]
+        for name, p in params.items():
+            if name not in state:
+                state[name] = np.zeros_like(p)
+            t = p.dtype.type       # scalars in the parameters' dtype keep float32 arithmetic in float32
+            bad |= adagrad_update(p.reshape(-1), self.grads[name].reshape(-1), state[name].reshape(-1),
+                                  t(opt.lr), t(opt.eps), t(self.prior_scale[name]), do_step)
+        return bad
+
+    def step(self, x, eps, want_loss=False):
+        """loss_and_grads + update.  Returns (loss or None, gradient_was_finite)."""
+        loss = self.loss_and_grads(x, eps, want_loss)
+        return loss, not self.update()

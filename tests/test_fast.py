@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from npvae import VAE, Adagrad, Adam
+from npvae.fast import FastStep, adagrad_update, adagrad_update_reference, tanh_backward_inplace
+from npvae.train import TrainConfig, prior_grads, train
+
+from .test_train import params_of, toy_data
+
+
+def problem(hidden, L, dtype=np.float64, B=6, seed=0):
+    rng = np.random.default_rng(seed)
+    vae = VAE(11, 3, hidden, seed=seed, init_std=0.4, dtype=dtype)
+    x = (rng.random((B, 11)) < 0.4).astype(dtype)
+    eps = rng.standard_normal((L, B, 3)).astype(dtype)
+    return vae, x, eps
+
+
+@pytest.mark.parametrize("hidden,L", [((7,), 1), ((7,), 3), ((8, 5), 2)])
+def test_fast_gradients_equal_the_reference(hidden, L):
+    vae, x, eps = problem(hidden, L)
+    loss, grads = vae.loss_and_grads(x, eps, "B")
+    fast = FastStep(vae, Adagrad(), batch_size=6, L=L)
+    fast_loss = fast.loss_and_grads(x, eps, want_loss=True)
+    assert fast_loss == pytest.approx(loss, rel=1e-13)
+    for k in grads:
+        assert np.allclose(fast.grads[k], grads[k], rtol=1e-12, atol=1e-15), k
+    assert fast.loss_and_grads(x, eps, want_loss=False) is None
+
+
+def test_fast_gradients_with_the_logvar_clamp_active():
+    vae, x, eps = problem((7,), 2)
+    vae.params["enc.logvar.b"][1] = -100.0
+    _, grads = vae.loss_and_grads(x, eps)
+    fast = FastStep(vae, Adagrad(), 6, 2)
+    fast.loss_and_grads(x, eps)
+    assert grads["enc.logvar.b"][1] == 0.0 and fast.grads["enc.logvar.b"][1] == 0.0
+    assert all(np.allclose(fast.grads[k], grads[k], rtol=1e-12, atol=1e-15) for k in grads)
+
+
+@pytest.mark.parametrize("opt_cls", [Adagrad, Adam])
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_fast_step_equals_reference_step(opt_cls, dtype, rtol):
+    ref, x, eps = problem((7, 5), 1, dtype)
+    fast_vae, _, _ = problem((7, 5), 1, dtype)
+    kw = {"lr": 0.05, "warmup": 1} if opt_cls is Adagrad else {"lr": 0.01}
+    ref_opt, fast_opt = opt_cls(**kw), opt_cls(**kw)
+    fast = FastStep(fast_vae, fast_opt, 6, 1, prior="weights", prior_scale=1e-2)
+    for _ in range(3):                     # the warm-up call, then real steps
+        _, grads = ref.loss_and_grads(x, eps)
+        prior_grads(ref.params, grads, 1e-2, "weights")
+        ref_opt.update(ref.params, grads)
+        _, finite = fast.step(x, eps)
+        assert finite
+    for k in ref.params:
+        assert fast_vae.params[k].dtype == dtype
+        assert np.allclose(fast_vae.params[k], ref.params[k], rtol=rtol, atol=rtol * 1e-3), k
+
+
+def test_adagrad_kernel_matches_reference_and_flags_non_finite():
+    rng = np.random.default_rng(0)
+    p, g, s = rng.standard_normal(1000), rng.standard_normal(1000), rng.random(1000)
+    p2, s2 = p.copy(), s.copy()
+    assert not adagrad_update(p, g, s, 0.01, 1e-8, 0.002, True)
+    assert not adagrad_update_reference(p2, g, s2, 0.01, 1e-8, 0.002, True)
+    assert np.allclose(p, p2, rtol=1e-15, atol=0) and np.allclose(s, s2, rtol=1e-15, atol=0)
+    for bad in (np.nan, np.inf, -np.inf):
+        g[17] = bad
+        assert adagrad_update(p.copy(), g, s.copy(), 0.01, 1e-8, 0.0, False)
+
+
+def test_tanh_backward_inplace_is_the_tanh_backward():
+    from npvae.layers import tanh_backward, tanh_forward
+    rng = np.random.default_rng(1)
+    a, dout = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    h, cache = tanh_forward(a)
+    expected = tanh_backward(dout, cache)
+    tanh_backward_inplace(dout, h, 1.0)
+    assert np.allclose(dout, expected, rtol=1e-15)
+
+
+def test_training_with_the_fast_path_tracks_the_reference_path(tmp_path):
+    data = toy_data()
+    kw = dict(nz=2, hidden=(8,), samples=2000, batch_size=20, checkpoint_seconds=1e9, progress=False,
+              figures=False, warmup=2, lr=0.02)
+    train(TrainConfig(out=str(tmp_path / "fast"), fast=True, **kw), data=data, log=lambda *_: None)
+    train(TrainConfig(out=str(tmp_path / "ref"), fast=False, **kw), data=data, log=lambda *_: None)
+    a, b = params_of(str(tmp_path / "fast")), params_of(str(tmp_path / "ref"))
+    assert all(np.allclose(a[k], b[k], rtol=1e-9, atol=1e-12) for k in a)
+
+
+def test_float32_training_tracks_float64(tmp_path):
+    data64 = toy_data()
+    data32 = type(data64)(*(v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype == float else v
+                            for v in (data64.train_x, data64.train_eval_x, data64.test_x, data64.test_y,
+                                      data64.image_shape, data64.dynamic)))
+    kw = dict(nz=2, hidden=(8,), samples=4000, batch_size=20, checkpoint_seconds=1e9, progress=False,
+              figures=False, warmup=2, lr=0.02, binarize="none")
+    data64.dynamic = data32.dynamic = False           # same minibatches in both precisions
+    s64 = train(TrainConfig(out=str(tmp_path / "64"), **kw), data=data64, log=lambda *_: None)
+    s32 = train(TrainConfig(out=str(tmp_path / "32"), dtype="float32", **kw), data=data32, log=lambda *_: None)
+    assert abs(s32["train_elbo"] - s64["train_elbo"]) < 0.01 * abs(s64["train_elbo"])
+    a, b = params_of(str(tmp_path / "64")), params_of(str(tmp_path / "32"))
+    assert all(b[k].dtype == np.float32 for k in b)
+    assert all(np.allclose(a[k], b[k], rtol=1e-2, atol=1e-3) for k in a)
