@@ -124,6 +124,6 @@ def test_lr_probe_picks_by_training_progress_and_then_runs_as_if_given(tmp_path)
     assert set(results) == {"0.01", "0.02", "0.1"}
     best = max(results, key=results.get)
     assert probed["config"]["lr"] == float(best) and probed["config"]["lr_probe"] == 0
-    direct = train(toy_config(tmp_path / "d", samples=1000, lr=float(best)), data=data, log=lambda *_: None)
+    train(toy_config(tmp_path / "d", samples=1000, lr=float(best)), data=data, log=lambda *_: None)
     a, b = params_of(str(tmp_path / "p" / "run")), params_of(str(tmp_path / "d" / "run"))
     assert all(np.array_equal(a[k], b[k]) for k in a)
