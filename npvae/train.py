@@ -289,6 +289,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if self.set:                 # a second Ctrl-C: stop now, without waiting for the step
+            raise KeyboardInterrupt
         self.set = True
 
     def __exit__(self, *exc):
@@ -296,7 +298,11 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def train(config, resume=False, callback=None, data=None, log=print):
+def _print(message):
+    print(message, flush=True)       # flushed, so a run's log file follows it under nohup
+
+
+def train(config, resume=False, callback=None, data=None, log=_print):
     """Run (or resume) AEVB training as configured.  Returns the summary dict.
 
     callback(vae, state) is called after every step; returning True stops the
@@ -419,7 +425,7 @@ def train(config, resume=False, callback=None, data=None, log=print):
 LR_CANDIDATES = (0.01, 0.02, 0.1)   # §5
 
 
-def pick_learning_rate(config, data, log=print):
+def pick_learning_rate(config, data, log=_print):
     """The paper's rule (§5): of the step sizes {0.01, 0.02, 0.1}, the one that makes the most
     progress on the training set in the first iterations.
 
@@ -501,7 +507,16 @@ def main(argv, defaults, smoke_overrides=None):
         config = parse_overrides(argv, defaults)
     config.validate()
     print("config: " + json.dumps(dataclasses.asdict(config)), flush=True)
-    summary = train(config, resume=resume_dir is not None)
+    from .data import ChecksumError, DataNotFoundError
+    try:
+        summary = train(config, resume=resume_dir is not None)
+    except (TrainingDiverged, DataNotFoundError, ChecksumError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if summary["status"] == "interrupted":
+        print(f"interrupted at {summary['samples']:,} training samples; checkpoint written. "
+              f"Continue with: --resume {config.out}")
+        return 0
     paper = summary["paper_fig2_train_test"]
     print(f"{summary['status']}: {summary['samples']:,} training samples in {summary['seconds']:.1f} s; "
           f"average lower bound per datapoint: train {summary['train_elbo']:.2f}, test {summary['test_elbo']:.2f}"

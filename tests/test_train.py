@@ -127,3 +127,17 @@ def test_lr_probe_picks_by_training_progress_and_then_runs_as_if_given(tmp_path)
     train(toy_config(tmp_path / "d", samples=1000, lr=float(best)), data=data, log=lambda *_: None)
     a, b = params_of(str(tmp_path / "p" / "run")), params_of(str(tmp_path / "d" / "run"))
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    import signal
+
+    def press_ctrl_c(vae, st):
+        if st.steps == 12:
+            os.kill(os.getpid(), signal.SIGINT)       # the real signal, delivered to the handler
+    cfg = toy_config(tmp_path, samples=2000)
+    s = train(cfg, data=toy_data(), callback=press_ctrl_c, log=lambda *_: None)
+    assert s["status"] == "interrupted" and s["steps"] == 12
+    with np.load(os.path.join(cfg.out, "checkpoint.npz")) as z:
+        assert list(z["counters"][:2]) == [240, 12]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # handler restored
