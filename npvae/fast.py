@@ -131,6 +131,12 @@ class FastStep:
 
     def loss_and_grads(self, x, eps, want_loss=True):
         """The reference's VAE.loss_and_grads(x, eps, "B"), into self.grads.  Returns the loss or None."""
+        return self._forward_backward(x, eps, want_loss, _no_update)
+
+    def _forward_backward(self, x, eps, want_loss, done_with):
+        """Forward and backward into self.grads.  done_with(*names) is called as soon as the
+        backward pass no longer reads those parameters, so their update can run while their
+        gradients are still in cache."""
         p, g, arch = self.vae.params, self.grads, self.vae.arch
         L, M, Z = self.L, self.M, arch.z_dim
         # ---- encoder
@@ -171,6 +177,7 @@ class FastStep:
         np.matmul(self.dec_h[-1].T, dlogits2, out=g["dec.logits.W"])
         np.sum(dlogits2, axis=0, out=g["dec.logits.b"])
         np.matmul(dlogits2, p["dec.logits.W"].T, out=self.dec_dh[-1])
+        done_with("dec.logits.W", "dec.logits.b")
         dz2 = self.dz.reshape(L * M, Z)
         for k in range(len(self.dec_h), 0, -1):
             dh = self.dec_dh[k - 1]
@@ -179,6 +186,7 @@ class FastStep:
             np.matmul(below.T, dh, out=g[f"dec.h{k}.W"])
             np.sum(dh, axis=0, out=g[f"dec.h{k}.b"])
             np.matmul(dh, p[f"dec.h{k}.W"].T, out=self.dec_dh[k - 2] if k > 1 else dz2)
+            done_with(f"dec.h{k}.W", f"dec.h{k}.b")
         # ---- the gradient crosses the stochastic node: dmu = sum_l dz, dsigma = sum_l dz * eps
         np.sum(self.dz, axis=0, out=self.dmu)
         np.multiply(self.dz, eps, out=self.dz_eps)
@@ -198,6 +206,7 @@ class FastStep:
         np.matmul(self.dmu, p["enc.mu.W"].T, out=self.enc_dh[-1])
         np.matmul(self.dlogvar, p["enc.logvar.W"].T, out=self.enc_tmp)
         self.enc_dh[-1] += self.enc_tmp
+        done_with("enc.mu.W", "enc.mu.b", "enc.logvar.W", "enc.logvar.b")
         for k in range(len(self.enc_h), 0, -1):
             dh = self.enc_dh[k - 1]
             tanh_backward_inplace(dh, self.enc_h[k - 1], self.one)
@@ -206,32 +215,55 @@ class FastStep:
             np.sum(dh, axis=0, out=g[f"enc.h{k}.b"])
             if k > 1:
                 np.matmul(dh, p[f"enc.h{k}.W"].T, out=self.enc_dh[k - 2])
+            done_with(f"enc.h{k}.W", f"enc.h{k}.b")
         return None if elbo is None else -float(elbo.mean(dtype=np.float64))
 
     def update(self):
         """Prior + optimizer step from self.grads.  Returns True when a gradient was not finite."""
-        params, opt = self.vae.params, self.opt
         if not self.fused_adagrad:
-            bad = False
-            for name, gr in self.grads.items():
-                if self.prior_scale[name]:
-                    gr += self.prior_scale[name] * params[name]
-                bad |= not np.isfinite(gr).all()
-            opt.update(params, self.grads)
-            return bad
-        opt.t += 1
-        do_step = opt.t > opt.warmup
-        bad = False
-        state = opt.state["sum_sq"]
-        for name, p in params.items():
-            if name not in state:
-                state[name] = np.zeros_like(p)
-            t = p.dtype.type       # scalars in the parameters' dtype keep float32 arithmetic in float32
-            bad |= adagrad_update(p.reshape(-1), self.grads[name].reshape(-1), state[name].reshape(-1),
-                                  t(opt.lr), t(opt.eps), t(self.prior_scale[name]), do_step)
+            return self._generic_update()
+        self._begin_adagrad_step()
+        self._adagrad(*self.vae.params)
+        return self._bad
+
+    def _generic_update(self):
+        params, bad = self.vae.params, False
+        for name, gr in self.grads.items():
+            if self.prior_scale[name]:
+                gr += self.prior_scale[name] * params[name]
+            bad |= not np.isfinite(gr).all()
+        self.opt.update(params, self.grads)
         return bad
 
+    def _begin_adagrad_step(self):
+        opt = self.opt
+        opt.t += 1                               # as Optimizer.update counts its calls
+        self._do_step = opt.t > opt.warmup
+        self._bad = False
+        for name, p in self.vae.params.items():
+            if name not in opt.state["sum_sq"]:
+                opt.state["sum_sq"][name] = np.zeros_like(p)
+
+    def _adagrad(self, *names):
+        opt, params, sum_sq = self.opt, self.vae.params, self.opt.state["sum_sq"]
+        for name in names:
+            p = params[name]
+            t = p.dtype.type       # scalars in the parameters' dtype keep float32 arithmetic in float32
+            self._bad |= adagrad_update(p.reshape(-1), self.grads[name].reshape(-1), sum_sq[name].reshape(-1),
+                                        t(opt.lr), t(opt.eps), t(self.prior_scale[name]), self._do_step)
+
     def step(self, x, eps, want_loss=False):
-        """loss_and_grads + update.  Returns (loss or None, gradient_was_finite)."""
-        loss = self.loss_and_grads(x, eps, want_loss)
-        return loss, not self.update()
+        """loss_and_grads + update.  Returns (loss or None, gradient_was_finite).
+
+        With Adagrad each tensor is updated as soon as the backward pass is done with it,
+        while its gradient is still in cache; the result is the same as updating at the end."""
+        if not self.fused_adagrad:
+            loss = self.loss_and_grads(x, eps, want_loss)
+            return loss, not self._generic_update()
+        self._begin_adagrad_step()
+        loss = self._forward_backward(x, eps, want_loss, self._adagrad)
+        return loss, not self._bad
+
+
+def _no_update(*names):
+    pass
