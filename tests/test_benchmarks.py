@@ -1,0 +1,30 @@
+"""The benchmarks run (CI runs their quick modes).  No speed is asserted here: speed targets
+live in benchmarks/ and are read off their output, never in timed tests."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_bench_step_quick_without_torch(tmp_path):
+    out = run("bench_step.py", "--quick", "--no-torch", "--json", str(tmp_path / "step.json"))
+    assert "npvae / floor" in out and "seconds per million training samples" in out
+    figures = json.load(open(tmp_path / "step.json"))
+    for dtype in ("float64", "float32"):
+        row = figures[dtype]
+        assert row["npvae_ms"] > 0 and row["floor_ms"] > 0
+        assert row["torch_eager_ms"] is None and row["torch_compile_ms"] is None
+
+
+def test_bench_kernels_quick():
+    out = run("bench_kernels.py", "--quick")
+    assert out.count("numba kernel ") == 4 and "slowest kernel/reference ratio" in out
