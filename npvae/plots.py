@@ -65,14 +65,18 @@ def plot_reconstructions(x, recon, image_shape, path, n=10):
 
 
 def plot_latent_scatter(mu, labels, path):
-    """Posterior means of test points, first two dimensions, coloured by digit."""
+    """Posterior means of test points coloured by digit: both dimensions when Nz = 2, otherwise the
+    two most active ones (largest variance of the means over the set).  Inactive units, whose
+    posterior has collapsed onto the prior, have means near 0 and would show a structureless blob."""
+    dims = [0, 1] if mu.shape[1] == 2 else sorted(np.argsort(mu.var(axis=0))[-2:][::-1])
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7)
+    sc = ax.scatter(mu[:, dims[0]], mu[:, dims[1]], c=labels, cmap="tab10", s=3, alpha=0.7)
     if labels is not None:
         fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
-    ax.set_xlabel("$\\mu_1$")
-    ax.set_ylabel("$\\mu_2$")
-    ax.set_title("test-set posterior means" + (" (first two of %d dims)" % mu.shape[1] if mu.shape[1] > 2 else ""))
+    ax.set_xlabel(f"$\\mu_{{{dims[0] + 1}}}$")
+    ax.set_ylabel(f"$\\mu_{{{dims[1] + 1}}}$")
+    ax.set_title("test-set posterior means" +
+                 (f" (the two most active of {mu.shape[1]} dims)" if mu.shape[1] > 2 else ""))
     _save(fig, path)
 
 
@@ -87,9 +91,8 @@ def make_figures(vae, data, history, out, config, rng):
     """All figures of a finished run, into the run's folder."""
     shape = data.image_shape
     mean_of = (lambda out_: out_) if vae.arch.likelihood == "bernoulli" else (lambda out_: out_[0])
-    plot_learning_curves(history, os.path.join(out, "learning_curves.png"),
-                         f"{config.dataset}, $N_z$ = {config.nz}, {config.binarize if config.dataset == 'mnist' else ''}",
-                         _paper(config))
+    title = f"{config.dataset}, $N_z$ = {config.nz}" + (f", binarize={config.binarize}" if config.dataset == "mnist" else "")
+    plot_learning_curves(history, os.path.join(out, "learning_curves.png"), title, _paper(config))
     z = rng.standard_normal((100, vae.arch.z_dim)).astype(vae.dtype)
     plot_image_grid(mean_of(vae.decode(z)), shape, os.path.join(out, "samples.png"),
                     "samples from the prior (decoder means)")
