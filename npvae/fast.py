@@ -24,7 +24,7 @@ from numba import njit
 
 from .distributions import LOGVAR_MAX, LOGVAR_MIN
 from .kernels import bernoulli_kl_grads
-from .optim import Adagrad
+from .optim import Adagrad, has_prior
 
 
 @njit(cache=True, error_model="numpy")
@@ -78,8 +78,7 @@ class FastStep:
         if not self.supports(vae):
             raise ValueError("FastStep covers tanh Bernoulli models; use VAE.loss_and_grads otherwise")
         self.vae, self.opt, self.M, self.L = vae, optimizer, int(batch_size), int(L)
-        self.prior_scale = {name: (prior_scale if prior == "all" or (prior == "weights" and name.endswith(".W"))
-                                   else 0.0) for name in vae.params}
+        self.prior_scale = {name: prior_scale if has_prior(name, prior) else 0.0 for name in vae.params}
         dt, M, L, Z, D = vae.dtype, self.M, self.L, arch.z_dim, arch.x_dim
         E = np.empty
         self.x = E((M, D), dt)                    # the minibatch

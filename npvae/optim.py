@@ -120,6 +120,12 @@ class Adam(Optimizer):
         p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
+def has_prior(name, which):
+    """Whether the N(0, I) parameter prior (MAP, paper §5) covers parameter `name`:
+    which = "weights" (``*.W`` only, as in the authors' code), "all", or "none"."""
+    return which == "all" or (which == "weights" and name.endswith(".W"))
+
+
 OPTIMIZERS = {"adagrad": Adagrad, "adam": Adam, "sgd": SGD}
 
 

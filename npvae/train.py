@@ -34,7 +34,7 @@ from .data import binarize
 from .fast import FastStep
 from .fileio import atomic_path
 from .model import VAE
-from .optim import make_optimizer
+from .optim import has_prior, make_optimizer
 
 PAPER_FIG2 = {  # ../shared/PAPER.md, read off Figure 2 (end of training): (train, test)
     ("mnist", 3): (-128, -133.5), ("mnist", 5): (-115, -119), ("mnist", 10): (-99, -103.5),
@@ -202,10 +202,8 @@ def eval_schedule(budget, batch_size, per_decade):
 
 def prior_grads(params, grads, scale, which):
     """Add the gradient of -log N(theta; 0, I) * scale to grads, in place (weights only, or all)."""
-    if which == "none":
-        return
     for name, p in params.items():
-        if which == "all" or name.endswith(".W"):
+        if has_prior(name, which):
             grads[name] += scale * p
 
 
