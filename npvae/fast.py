@@ -23,18 +23,71 @@ import numpy as np
 from numba import njit
 
 from .distributions import LOGVAR_MAX, LOGVAR_MIN
-from .kernels import bernoulli_kl_grads
+from .kernels import add_bias_neg_abs, bernoulli_kl_grads_from_neg_abs
 from .optim import Adagrad, has_prior
 
 
 @njit(cache=True, error_model="numpy")
-def tanh_backward_inplace(dh, h, one):
-    """dh <- dh * (1 - h^2), where h = tanh(a): the tanh layer's backward, in place.
+def tanh_backward_inplace(dh, h, one, db):
+    """dh <- dh * (1 - h^2), where h = tanh(a): the tanh layer's backward, in place; and
+    db <- the column sums of the new dh (the layer's bias gradient), in the same pass.
     ``one`` is 1 in the arrays' dtype, so float32 stays float32 (and vectorizes twice as wide)."""
-    d = dh.ravel()
-    hv = h.ravel()
-    for i in range(d.size):
-        d[i] *= one - hv[i] * hv[i]
+    db[:] = 0
+    for r in range(dh.shape[0]):
+        for c in range(dh.shape[1]):
+            v = dh[r, c] * (one - h[r, c] * h[r, c])
+            dh[r, c] = v
+            db[c] += v
+
+
+@njit(cache=True, error_model="numpy")
+def reparameterize_forward(mu, logvar, b_mu, b_logvar, eps, sigma, z, inside):
+    """The stochastic node's forward, with the two heads' biases and the logvar clamp:
+
+        mu += b_mu;  logvar = clamp(logvar + b_logvar);  sigma = exp(logvar / 2)
+        z[l] = mu + sigma * eps[l]
+
+    inside marks the logvars the clamp left alone (its gradient is zero elsewhere)."""
+    L, B, Z = eps.shape
+    for b in range(B):
+        for j in range(Z):
+            mu[b, j] += b_mu[j]
+            v = logvar[b, j] + b_logvar[j]
+            inside[b, j] = (v > LOGVAR_MIN) & (v < LOGVAR_MAX)
+            v = LOGVAR_MIN if v < LOGVAR_MIN else (LOGVAR_MAX if v > LOGVAR_MAX else v)   # NaN stays NaN
+            logvar[b, j] = v
+            sigma[b, j] = math.exp(0.5 * v)
+    for l in range(L):
+        for b in range(B):
+            for j in range(Z):
+                z[l, b, j] = mu[b, j] + sigma[b, j] * eps[l, b, j]
+
+
+@njit(cache=True, error_model="numpy")
+def reparameterize_backward(dz, eps, sigma, inside, dmu_kl, dlogvar_kl, dmu, dlogvar, db_mu, db_logvar):
+    """The gradient crosses the stochastic node z = mu + sigma * eps:
+
+        dz/dmu = 1       ->  dmu     = sum_l dz[l]            (+ the KL's dmu)
+        dz/dsigma = eps  ->  dsigma  = sum_l dz[l] * eps[l]
+        sigma = exp(logvar / 2)  ->  dlogvar = sigma / 2 * dsigma  (+ the KL's dlogvar), times the clamp mask
+
+    and the heads' bias gradients db_mu, db_logvar (column sums) in the same pass."""
+    L, B, Z = dz.shape
+    db_mu[:] = 0
+    db_logvar[:] = 0
+    for b in range(B):
+        for j in range(Z):
+            dmu_bj = 0.0 * dz[0, b, j]          # zeros in dz's dtype
+            dsigma = 0.0 * dz[0, b, j]
+            for l in range(L):
+                dmu_bj += dz[l, b, j]
+                dsigma += dz[l, b, j] * eps[l, b, j]
+            dmu_bj += dmu_kl[b, j]
+            dlv = (0.5 * sigma[b, j] * dsigma + dlogvar_kl[b, j]) if inside[b, j] else 0.0 * dsigma
+            dmu[b, j] = dmu_bj
+            dlogvar[b, j] = dlv
+            db_mu[j] += dmu_bj
+            db_logvar[j] += dlv
 
 
 @njit(cache=True, error_model="numpy")
@@ -91,10 +144,9 @@ class FastStep:
         self.enc_tmp = E((M, arch.enc_hidden[-1]), dt)
         self.mu, self.logvar, self.sigma = E((M, Z), dt), E((M, Z), dt), E((M, Z), dt)
         self.inside = E((M, Z), np.bool_)
-        self.dmu, self.dlogvar, self.dsigma = E((M, Z), dt), E((M, Z), dt), E((M, Z), dt)
+        self.dmu, self.dlogvar = E((M, Z), dt), E((M, Z), dt)
         self.z = E((L, M, Z), dt)
         self.dz = E((L, M, Z), dt)
-        self.dz_eps = E((L, M, Z), dt)
         self.dec_h = [E((L * M, w), dt) for w in arch.dec_hidden]
         self.dec_dh = [E((L * M, w), dt) for w in arch.dec_hidden]
         self.logits = E((L, M, D), dt)
@@ -117,7 +169,12 @@ class FastStep:
     def load_batch(self, data_x, idx, rng=None, dynamic=False):
         """Gather rows idx of data_x into the minibatch buffer; with dynamic, re-binarize them with rng
         (the same draws as ``npvae.data.binarize``).  Then draw eps.  Returns (x, eps) views."""
-        np.take(data_x, idx, axis=0, out=self.x)
+        idx = np.asarray(idx)
+        if idx.shape != (self.M,) or idx.min() < 0 or idx.max() >= len(data_x):
+            raise IndexError(f"need {self.M} row indices in [0, {len(data_x)}), got shape {idx.shape}")
+        # mode="clip" (the indices are checked above): with the default mode="raise", np.take
+        # buffers out= and the gather costs 2-3x more
+        np.take(data_x, idx, axis=0, out=self.x, mode="clip")
         if dynamic:
             rng.random(out=self.uniform, dtype=self.x.dtype)
             np.less(self.uniform, self.x, out=self.is_on)
@@ -146,18 +203,11 @@ class FastStep:
             np.tanh(hk, out=hk)
             h = hk
         np.matmul(h, p["enc.mu.W"], out=self.mu)
-        self.mu += p["enc.mu.b"]
         np.matmul(h, p["enc.logvar.W"], out=self.logvar)
-        self.logvar += p["enc.logvar.b"]
-        np.clip(self.logvar, LOGVAR_MIN, LOGVAR_MAX, out=self.logvar)
-        # (clipped > lo) & (clipped < hi) equals the mask on the raw values
-        np.greater(self.logvar, LOGVAR_MIN, out=self.inside)
-        self.inside &= self.logvar < LOGVAR_MAX
-        # ---- the stochastic node: sigma = exp(logvar / 2), z = mu + sigma * eps
-        np.multiply(self.logvar, 0.5, out=self.sigma)
-        np.exp(self.sigma, out=self.sigma)
-        np.multiply(self.sigma, eps, out=self.z)
-        self.z += self.mu
+        # ---- the stochastic node (with the heads' biases and the logvar clamp):
+        #      sigma = exp(logvar / 2), z = mu + sigma * eps
+        reparameterize_forward(self.mu, self.logvar, p["enc.mu.b"], p["enc.logvar.b"], eps,
+                               self.sigma, self.z, self.inside)
         # ---- decoder
         h = self.z.reshape(L * M, Z)
         for k, hk in enumerate(self.dec_h, 1):
@@ -167,51 +217,42 @@ class FastStep:
             h = hk
         logits2 = self.logits.reshape(L * M, -1)
         np.matmul(h, p["dec.logits.W"], out=logits2)
-        logits2 += p["dec.logits.b"]
-        # ---- d(-mean elbo): likelihood and KL ends in one kernel
-        elbo, dlogits, dmu_kl, dlogvar_kl = bernoulli_kl_grads(self.logits, x, self.mu, self.logvar, 1.0 / M,
-                                                               want_loss, self.kernel_out, self.kernel_work)
+        work2 = self.kernel_work.reshape(L * M, -1)
+        add_bias_neg_abs(logits2, p["dec.logits.b"], work2)           # + bias, and -|logits| for the kernel
+        # ---- d(-mean elbo): likelihood and KL ends in one kernel (and the logits' bias gradient)
+        elbo, dlogits, dmu_kl, dlogvar_kl = bernoulli_kl_grads_from_neg_abs(
+            self.logits, self.kernel_work, x, self.mu, self.logvar, 1.0 / M, want_loss, self.kernel_out,
+            g["dec.logits.b"])
         # ---- decoder backward
         dlogits2 = dlogits.reshape(L * M, -1)
         np.matmul(self.dec_h[-1].T, dlogits2, out=g["dec.logits.W"])
-        np.sum(dlogits2, axis=0, out=g["dec.logits.b"])
         np.matmul(dlogits2, p["dec.logits.W"].T, out=self.dec_dh[-1])
         done_with("dec.logits.W", "dec.logits.b")
         dz2 = self.dz.reshape(L * M, Z)
         for k in range(len(self.dec_h), 0, -1):
             dh = self.dec_dh[k - 1]
-            tanh_backward_inplace(dh, self.dec_h[k - 1], self.one)
+            tanh_backward_inplace(dh, self.dec_h[k - 1], self.one, g[f"dec.h{k}.b"])
             below = self.dec_h[k - 2] if k > 1 else self.z.reshape(L * M, Z)
             np.matmul(below.T, dh, out=g[f"dec.h{k}.W"])
-            np.sum(dh, axis=0, out=g[f"dec.h{k}.b"])
             np.matmul(dh, p[f"dec.h{k}.W"].T, out=self.dec_dh[k - 2] if k > 1 else dz2)
             done_with(f"dec.h{k}.W", f"dec.h{k}.b")
-        # ---- the gradient crosses the stochastic node: dmu = sum_l dz, dsigma = sum_l dz * eps
-        np.sum(self.dz, axis=0, out=self.dmu)
-        np.multiply(self.dz, eps, out=self.dz_eps)
-        np.sum(self.dz_eps, axis=0, out=self.dsigma)
-        np.multiply(self.sigma, 0.5, out=self.dlogvar)        # dlogvar = 0.5 * sigma * dsigma
-        self.dlogvar *= self.dsigma
-        # ---- the KL path joins at (mu, logvar)
-        self.dmu += dmu_kl
-        self.dlogvar += dlogvar_kl
-        self.dlogvar *= self.inside
+        # ---- the gradient crosses the stochastic node: dmu = sum_l dz, dsigma = sum_l dz * eps,
+        #      and the KL's gradient joins at (mu, logvar)
+        reparameterize_backward(self.dz, eps, self.sigma, self.inside, dmu_kl, dlogvar_kl, self.dmu, self.dlogvar,
+                                g["enc.mu.b"], g["enc.logvar.b"])
         # ---- encoder backward
         h_top = self.enc_h[-1]
         np.matmul(h_top.T, self.dmu, out=g["enc.mu.W"])
-        np.sum(self.dmu, axis=0, out=g["enc.mu.b"])
         np.matmul(h_top.T, self.dlogvar, out=g["enc.logvar.W"])
-        np.sum(self.dlogvar, axis=0, out=g["enc.logvar.b"])
         np.matmul(self.dmu, p["enc.mu.W"].T, out=self.enc_dh[-1])
         np.matmul(self.dlogvar, p["enc.logvar.W"].T, out=self.enc_tmp)
         self.enc_dh[-1] += self.enc_tmp
         done_with("enc.mu.W", "enc.mu.b", "enc.logvar.W", "enc.logvar.b")
         for k in range(len(self.enc_h), 0, -1):
             dh = self.enc_dh[k - 1]
-            tanh_backward_inplace(dh, self.enc_h[k - 1], self.one)
+            tanh_backward_inplace(dh, self.enc_h[k - 1], self.one, g[f"enc.h{k}.b"])
             below = self.enc_h[k - 2] if k > 1 else x
             np.matmul(below.T, dh, out=g[f"enc.h{k}.W"])
-            np.sum(dh, axis=0, out=g[f"enc.h{k}.b"])
             if k > 1:
                 np.matmul(dh, p[f"enc.h{k}.W"].T, out=self.enc_dh[k - 2])
             done_with(f"enc.h{k}.W", f"enc.h{k}.b")

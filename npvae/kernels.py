@@ -47,9 +47,11 @@ def bernoulli_kl_grads_reference(logits, x, mu, logvar, scale, want_elbo=False):
 
 
 @njit(cache=True, error_model="numpy")
-def _bernoulli_kl_kernel(logits, e, x, mu, logvar, scale, want_elbo, elbo, dlogits, dmu, dlogvar):
+def _bernoulli_kl_kernel(logits, e, x, mu, logvar, scale, want_elbo, elbo, dlogits, dmu, dlogvar, dbias):
     """The fused arithmetic.  e = exp(-|logits|) comes in precomputed, so the big loop has no
-    transcendental call left and LLVM vectorizes it."""
+    transcendental call left and LLVM vectorizes it.  dbias gets sum_{l,b} dlogits (the output
+    bias's gradient) in the same pass.  The elbo's sum over d is a separate loop, run only when
+    asked: a float reduction in the gradient loop would keep it from vectorizing."""
     L, B, D = logits.shape
     Z = mu.shape[1]
     c = scale / L
@@ -61,20 +63,36 @@ def _bernoulli_kl_kernel(logits, e, x, mu, logvar, scale, want_elbo, elbo, dlogi
             dlogvar[b, j] = 0.5 * scale * var_m1
             kl += mu[b, j] * mu[b, j] + var_m1 - logvar[b, j]
         elbo[b] = -0.5 * kl
+    dbias[:] = 0.0
     for l in range(L):
         for b in range(B):
-            acc = 0.0
             for d in range(D):
                 v = logits[l, b, d]
                 ed = e[l, b, d]
                 s = (1.0 if v >= 0 else ed) / (1.0 + ed)        # sigmoid(v) from exp(-|v|), no overflow
-                dlogits[l, b, d] = c * (s - x[b, d])
-                acc += x[b, d] * v - max(v, 0.0)                 # log p = this - log1p(e), added below
+                g = c * (s - x[b, d])
+                dlogits[l, b, d] = g
+                dbias[d] += g
             if want_elbo:
+                acc = 0.0
+                for d in range(D):
+                    v = logits[l, b, d]
+                    acc += x[b, d] * v - max(v, 0.0)             # log p = this - log1p(e), added below
                 elbo[b] += acc / L
 
 
-def bernoulli_kl_grads(logits, x, mu, logvar, scale, want_elbo=False, out=None, work=None):
+@njit(cache=True, error_model="numpy")
+def add_bias_neg_abs(a, bias, neg_abs):
+    """a += bias (broadcast over rows) and neg_abs = -|a|, in one pass: the logits' bias and the
+    input of the exp that ``bernoulli_kl_grads_from_neg_abs`` needs.  a, neg_abs: (rows, D)."""
+    for r in range(a.shape[0]):
+        for d in range(a.shape[1]):
+            v = a[r, d] + bias[d]
+            a[r, d] = v
+            neg_abs[r, d] = -abs(v)
+
+
+def bernoulli_kl_grads(logits, x, mu, logvar, scale, want_elbo=False, out=None, work=None, dbias=None):
     """Fused version of ``bernoulli_kl_grads_reference`` (same arguments and results).
 
     Measured here: Numba's exp and log1p are scalar calls (no SVML), several times
@@ -84,16 +102,26 @@ def bernoulli_kl_grads(logits, x, mu, logvar, scale, want_elbo=False, out=None, 
     (by NumPy again) only when want_elbo is set.
 
     out: optional preallocated (elbo, dlogits, dmu, dlogvar); work: optional buffer
-    shaped like logits.  With both, no fresh memory is touched per call.
+    shaped like logits; dbias: optional (D,) array that receives sum_{l,b} dlogits.
+    With all three, no fresh memory is touched per call.
     """
-    if out is None:
-        out = (np.empty(x.shape[0], logits.dtype), np.empty_like(logits), np.empty_like(mu), np.empty_like(logvar))
     e = np.empty_like(logits) if work is None else work
     np.abs(logits, out=e)
     np.negative(e, out=e)
-    np.exp(e, out=e)
+    return bernoulli_kl_grads_from_neg_abs(logits, e, x, mu, logvar, scale, want_elbo, out, dbias)
+
+
+def bernoulli_kl_grads_from_neg_abs(logits, neg_abs, x, mu, logvar, scale, want_elbo=False, out=None, dbias=None):
+    """``bernoulli_kl_grads`` for a caller that already holds -|logits| (in ``neg_abs``, which
+    this overwrites): FastStep gets it for free from the pass that adds the logits' bias."""
+    if out is None:
+        out = (np.empty(x.shape[0], logits.dtype), np.empty_like(logits), np.empty_like(mu), np.empty_like(logvar))
+    if dbias is None:
+        dbias = np.empty(logits.shape[-1], logits.dtype)
+    e = np.exp(neg_abs, out=neg_abs)
     elbo, dlogits, dmu, dlogvar = out
-    _bernoulli_kl_kernel(logits, e, x, mu, logvar, logits.dtype.type(scale), want_elbo, elbo, dlogits, dmu, dlogvar)
+    _bernoulli_kl_kernel(logits, e, x, mu, logvar, logits.dtype.type(scale), want_elbo, elbo, dlogits, dmu, dlogvar,
+                         dbias)
     if not want_elbo:
         return None, dlogits, dmu, dlogvar
     np.log1p(e, out=e)

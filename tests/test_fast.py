@@ -75,7 +75,9 @@ def test_tanh_backward_inplace_is_the_tanh_backward():
     a, dout = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
     h, cache = tanh_forward(a)
     expected = tanh_backward(dout, cache)
-    tanh_backward_inplace(dout, h, 1.0)
+    db = np.empty(5)
+    tanh_backward_inplace(dout, h, 1.0, db)
+    assert np.allclose(db, expected.sum(axis=0), rtol=1e-14)
     assert np.allclose(dout, expected, rtol=1e-15)
 
 
