@@ -12,6 +12,8 @@ minutes, so only ratios measured side by side mean anything):
 
   npvae           npvae.fast.FastStep (what the examples use)
   floor           the step's own matrix products alone, into preallocated outputs: the BLAS bound
+  floor + update  the floor plus the prior + Adagrad pass over all 795k parameters (npvae's fused
+                  kernel): the least a step with a serial optimizer update can cost
   torch eager     the same model and step in PyTorch (CPU), torch.optim.Adagrad
   torch compile   the same, forward and backward through torch.compile
 
@@ -32,7 +34,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from npvae import VAE, Adagrad  # noqa: E402
-from npvae.fast import FastStep  # noqa: E402
+from npvae.fast import FastStep, adagrad_update  # noqa: E402
 
 X_DIM, H, Z, M, L, N = 784, 500, 20, 100, 1, 50_000
 LR, PRIOR = 0.01, 1.0 / N
@@ -100,6 +102,25 @@ def floor_step(dtype):
     return step
 
 
+def floor_update_step(dtype):
+    """The floor's products, then the update npvae runs after them: sqrt and divide per parameter
+    (divider-bound, ~5 cycles per float64 element here), which no arrangement of the element-wise
+    work around the products removes."""
+    products = floor_step(dtype)
+    rng = np.random.default_rng(1)
+    shapes = [p.shape for p in VAE(X_DIM, Z, H, seed=0, dtype=dtype).params.values()]
+    flat = [tuple(rng.standard_normal(int(np.prod(s))).astype(dtype) for _ in range(2)) + (np.zeros(int(np.prod(s)), dtype),)
+            for s in shapes]
+    t = np.dtype(dtype).type
+    lr, eps, prior = t(LR), t(1e-8), t(PRIOR)
+
+    def step():
+        products()
+        for p, g, sum_sq in flat:
+            adagrad_update(p, g, sum_sq, lr, eps, prior, True)
+    return step
+
+
 def torch_step(dtype, compiled):
     import torch
 
@@ -158,6 +179,10 @@ def report(dtype_name, t):
         print(f"  {k:<14} {med[k]:7.2f}  ({np.percentile(v, 10):6.2f}-{np.percentile(v, 90):6.2f})"
               f"  {M / med[k] * 1e3:9,.0f} samples/s")
     print(f"  npvae / floor        = {med['npvae'] / med['floor']:.3f}   (target <= 1.15)")
+    if "floor + update" in med:
+        print(f"  npvae / (floor + update) = {med['npvae'] / med['floor + update']:.3f}"
+              f"   (update alone ~ {med['floor + update'] - med['floor']:.2f} ms"
+              f" = {(med['floor + update'] - med['floor']) / med['floor']:.0%} of the floor)")
     for peer, target in (("torch eager", 1.3), ("torch compile", 1.1)):
         if peer in med:
             print(f"  {peer} / npvae  = {med[peer] / med['npvae']:.3f}   (throughput ratio; target >= {target})")
@@ -187,7 +212,7 @@ def main(argv=None):
     results = {}
     for dtype in (np.float64, np.float32):
         name = np.dtype(dtype).name
-        variants = {"npvae": npvae_step(dtype), "floor": floor_step(dtype)}
+        variants = {"npvae": npvae_step(dtype), "floor": floor_step(dtype), "floor + update": floor_update_step(dtype)}
         if have_torch:
             variants["torch eager"] = torch_step(dtype, compiled=False)
             if not args.no_compile:
@@ -201,7 +226,7 @@ def main(argv=None):
             for _ in range(5):
                 step()
         med = report(name, run(variants, rounds, per_round))
-        results[name] = {"npvae_ms": med["npvae"], "floor_ms": med["floor"],
+        results[name] = {"npvae_ms": med["npvae"], "floor_ms": med["floor"], "floor_update_ms": med["floor + update"],
                          "torch_eager_ms": med.get("torch eager"), "torch_compile_ms": med.get("torch compile")}
     if args.json:
         with open(args.json, "w") as f:

@@ -41,22 +41,23 @@ def tanh_backward_inplace(dh, h, one, db):
 
 
 @njit(cache=True, error_model="numpy")
-def reparameterize_forward(mu, logvar, b_mu, b_logvar, eps, sigma, z, inside):
-    """The stochastic node's forward, with the two heads' biases and the logvar clamp:
-
-        mu += b_mu;  logvar = clamp(logvar + b_logvar);  sigma = exp(logvar / 2)
-        z[l] = mu + sigma * eps[l]
-
-    inside marks the logvars the clamp left alone (its gradient is zero elsewhere)."""
-    L, B, Z = eps.shape
+def heads_bias_clamp(mu, logvar, b_mu, b_logvar, lo, hi, inside):
+    """mu += b_mu; logvar = clamp(logvar + b_logvar, lo, hi); inside marks the logvars the clamp
+    left alone (its gradient is zero elsewhere).  NaN stays NaN.  lo, hi in the arrays' dtype
+    (LOGVAR_MIN, LOGVAR_MAX): a float64 constant would promote a float32 loop."""
+    B, Z = mu.shape
     for b in range(B):
         for j in range(Z):
             mu[b, j] += b_mu[j]
             v = logvar[b, j] + b_logvar[j]
-            inside[b, j] = (v > LOGVAR_MIN) & (v < LOGVAR_MAX)
-            v = LOGVAR_MIN if v < LOGVAR_MIN else (LOGVAR_MAX if v > LOGVAR_MAX else v)   # NaN stays NaN
-            logvar[b, j] = v
-            sigma[b, j] = math.exp(0.5 * v)
+            inside[b, j] = (v > lo) & (v < hi)
+            logvar[b, j] = lo if v < lo else (hi if v > hi else v)
+
+
+@njit(cache=True, error_model="numpy")
+def reparameterize_forward(mu, sigma, eps, z):
+    """The stochastic node: z[l] = mu + sigma * eps[l]."""
+    L, B, Z = eps.shape
     for l in range(L):
         for b in range(B):
             for j in range(Z):
@@ -64,30 +65,33 @@ def reparameterize_forward(mu, logvar, b_mu, b_logvar, eps, sigma, z, inside):
 
 
 @njit(cache=True, error_model="numpy")
-def reparameterize_backward(dz, eps, sigma, inside, dmu_kl, dlogvar_kl, dmu, dlogvar, db_mu, db_logvar):
+def reparameterize_backward(dz, eps, sigma, inside, dmu_kl, dlogvar_kl, half, dmu, dlogvar, db_mu, db_logvar):
     """The gradient crosses the stochastic node z = mu + sigma * eps:
 
         dz/dmu = 1       ->  dmu     = sum_l dz[l]            (+ the KL's dmu)
         dz/dsigma = eps  ->  dsigma  = sum_l dz[l] * eps[l]
         sigma = exp(logvar / 2)  ->  dlogvar = sigma / 2 * dsigma  (+ the KL's dlogvar), times the clamp mask
 
-    and the heads' bias gradients db_mu, db_logvar (column sums) in the same pass."""
+    and the heads' bias gradients db_mu, db_logvar (column sums) in the same pass.  dlogvar
+    holds dsigma until the last loop turns it into dlogvar; half is 0.5 in the arrays' dtype."""
     L, B, Z = dz.shape
+    dsigma = dlogvar
+    for b in range(B):
+        for j in range(Z):
+            dmu[b, j] = dz[0, b, j]
+            dsigma[b, j] = dz[0, b, j] * eps[0, b, j]
+        for l in range(1, L):
+            for j in range(Z):
+                dmu[b, j] += dz[l, b, j]
+                dsigma[b, j] += dz[l, b, j] * eps[l, b, j]
     db_mu[:] = 0
     db_logvar[:] = 0
     for b in range(B):
         for j in range(Z):
-            dmu_bj = 0.0 * dz[0, b, j]          # zeros in dz's dtype
-            dsigma = 0.0 * dz[0, b, j]
-            for l in range(L):
-                dmu_bj += dz[l, b, j]
-                dsigma += dz[l, b, j] * eps[l, b, j]
-            dmu_bj += dmu_kl[b, j]
-            dlv = (0.5 * sigma[b, j] * dsigma + dlogvar_kl[b, j]) if inside[b, j] else 0.0 * dsigma
-            dmu[b, j] = dmu_bj
-            dlogvar[b, j] = dlv
-            db_mu[j] += dmu_bj
-            db_logvar[j] += dlv
+            dmu[b, j] += dmu_kl[b, j]
+            dlogvar[b, j] = (sigma[b, j] * half * dsigma[b, j] + dlogvar_kl[b, j]) * inside[b, j]
+            db_mu[j] += dmu[b, j]
+            db_logvar[j] += dlogvar[b, j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -154,7 +158,9 @@ class FastStep:
         self.kernel_work = E((L, M, D), dt)
         self.grads = {name: np.empty_like(p) for name, p in vae.params.items()}
         self.fused_adagrad = type(optimizer) is Adagrad
-        self.one = dt.type(1)
+        # constants in the parameters' dtype, so that the kernels' float32 arithmetic stays float32
+        self.one, self.half = dt.type(1), dt.type(0.5)
+        self.lo, self.hi = dt.type(LOGVAR_MIN), dt.type(LOGVAR_MAX)
         for name, p in vae.params.items():
             if not p.flags.c_contiguous:
                 raise ValueError(f"params[{name!r}] is not C-contiguous; FastStep updates flat views in place")
@@ -206,8 +212,10 @@ class FastStep:
         np.matmul(h, p["enc.logvar.W"], out=self.logvar)
         # ---- the stochastic node (with the heads' biases and the logvar clamp):
         #      sigma = exp(logvar / 2), z = mu + sigma * eps
-        reparameterize_forward(self.mu, self.logvar, p["enc.mu.b"], p["enc.logvar.b"], eps,
-                               self.sigma, self.z, self.inside)
+        heads_bias_clamp(self.mu, self.logvar, p["enc.mu.b"], p["enc.logvar.b"], self.lo, self.hi, self.inside)
+        np.multiply(self.logvar, 0.5, out=self.sigma)
+        np.exp(self.sigma, out=self.sigma)
+        reparameterize_forward(self.mu, self.sigma, eps, self.z)
         # ---- decoder
         h = self.z.reshape(L * M, Z)
         for k, hk in enumerate(self.dec_h, 1):
@@ -238,8 +246,8 @@ class FastStep:
             done_with(f"dec.h{k}.W", f"dec.h{k}.b")
         # ---- the gradient crosses the stochastic node: dmu = sum_l dz, dsigma = sum_l dz * eps,
         #      and the KL's gradient joins at (mu, logvar)
-        reparameterize_backward(self.dz, eps, self.sigma, self.inside, dmu_kl, dlogvar_kl, self.dmu, self.dlogvar,
-                                g["enc.mu.b"], g["enc.logvar.b"])
+        reparameterize_backward(self.dz, eps, self.sigma, self.inside, dmu_kl, dlogvar_kl, self.half, self.dmu,
+                                self.dlogvar, g["enc.mu.b"], g["enc.logvar.b"])
         # ---- encoder backward
         h_top = self.enc_h[-1]
         np.matmul(h_top.T, self.dmu, out=g["enc.mu.W"])

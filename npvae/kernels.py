@@ -47,29 +47,33 @@ def bernoulli_kl_grads_reference(logits, x, mu, logvar, scale, want_elbo=False):
 
 
 @njit(cache=True, error_model="numpy")
-def _bernoulli_kl_kernel(logits, e, x, mu, logvar, scale, want_elbo, elbo, dlogits, dmu, dlogvar, dbias):
-    """The fused arithmetic.  e = exp(-|logits|) comes in precomputed, so the big loop has no
-    transcendental call left and LLVM vectorizes it.  dbias gets sum_{l,b} dlogits (the output
-    bias's gradient) in the same pass.  The elbo's sum over d is a separate loop, run only when
-    asked: a float reduction in the gradient loop would keep it from vectorizing."""
+def _bernoulli_kl_kernel(logits, e, x, mu, logvar, var_m1, scale, c, one, want_elbo, elbo, dlogits, dmu, dlogvar,
+                         dbias):
+    """The fused arithmetic.  e = exp(-|logits|) and var_m1 = expm1(logvar) come in precomputed
+    (by NumPy's SIMD loops), so the loops have no transcendental call left and LLVM vectorizes
+    the big one.  var_m1 may be dlogvar itself: each element is read before it is written.
+    dbias gets sum_{l,b} dlogits (the output bias's gradient) in the same pass.  The elbo's sum
+    over d is a separate loop, run only when asked: a float reduction in the gradient loop would
+    keep it from vectorizing.  scale, c = scale / L and one come in the arrays' dtype, so that
+    float32 arithmetic stays float32 (a float64 literal would promote the loop)."""
     L, B, D = logits.shape
     Z = mu.shape[1]
-    c = scale / L
+    half_scale = scale / (one + one)
     for b in range(B):
         kl = 0.0
         for j in range(Z):
-            var_m1 = math.expm1(logvar[b, j])
+            vm1 = var_m1[b, j]
             dmu[b, j] = scale * mu[b, j]
-            dlogvar[b, j] = 0.5 * scale * var_m1
-            kl += mu[b, j] * mu[b, j] + var_m1 - logvar[b, j]
+            dlogvar[b, j] = half_scale * vm1
+            kl += mu[b, j] * mu[b, j] + vm1 - logvar[b, j]
         elbo[b] = -0.5 * kl
-    dbias[:] = 0.0
+    dbias[:] = 0
     for l in range(L):
         for b in range(B):
             for d in range(D):
                 v = logits[l, b, d]
                 ed = e[l, b, d]
-                s = (1.0 if v >= 0 else ed) / (1.0 + ed)        # sigmoid(v) from exp(-|v|), no overflow
+                s = (one if v >= 0 else ed) / (one + ed)        # sigmoid(v) from exp(-|v|), no overflow
                 g = c * (s - x[b, d])
                 dlogits[l, b, d] = g
                 dbias[d] += g
@@ -120,8 +124,10 @@ def bernoulli_kl_grads_from_neg_abs(logits, neg_abs, x, mu, logvar, scale, want_
         dbias = np.empty(logits.shape[-1], logits.dtype)
     e = np.exp(neg_abs, out=neg_abs)
     elbo, dlogits, dmu, dlogvar = out
-    _bernoulli_kl_kernel(logits, e, x, mu, logvar, logits.dtype.type(scale), want_elbo, elbo, dlogits, dmu, dlogvar,
-                         dbias)
+    var_m1 = np.expm1(logvar, out=dlogvar)               # read, then overwritten, by the kernel
+    t = logits.dtype.type
+    _bernoulli_kl_kernel(logits, e, x, mu, logvar, var_m1, t(scale), t(scale / logits.shape[0]), t(1), want_elbo,
+                         elbo, dlogits, dmu, dlogvar, dbias)
     if not want_elbo:
         return None, dlogits, dmu, dlogvar
     np.log1p(e, out=e)

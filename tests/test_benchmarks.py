@@ -21,7 +21,7 @@ def test_bench_step_quick_without_torch(tmp_path):
     figures = json.load(open(tmp_path / "step.json"))
     for dtype in ("float64", "float32"):
         row = figures[dtype]
-        assert row["npvae_ms"] > 0 and row["floor_ms"] > 0
+        assert row["npvae_ms"] > 0 and row["floor_ms"] > 0 and row["floor_update_ms"] > 0
         assert row["torch_eager_ms"] is None and row["torch_compile_ms"] is None
 
 
