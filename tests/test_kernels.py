@@ -49,3 +49,23 @@ def test_kernel_elbo_is_the_models_estimator_b():
     logits = cache[6][1]                              # the likelihood's cache holds (x, logits)
     k_elbo, dlogits, _, _ = bernoulli_kl_grads(logits, x, mu, logvar, 1.0, True)
     assert np.allclose(k_elbo, elbo, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_bias_gradient_is_the_column_sum_of_dlogits(dtype):
+    args = inputs(dtype, L=3)
+    dbias = np.full(args[0].shape[-1], np.nan, dtype)
+    _, dlogits, _, _ = bernoulli_kl_grads(*args, 0.2, False, dbias=dbias)
+    assert dbias.dtype == dtype and dlogits.dtype == dtype
+    expected = dlogits.astype(np.float64).sum(axis=(0, 1))
+    assert np.allclose(dbias, expected, rtol=1e-12 if dtype == np.float64 else 1e-5, atol=1e-7)
+
+
+def test_add_bias_neg_abs():
+    from npvae.kernels import add_bias_neg_abs
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((4, 6)), rng.standard_normal(6)
+    expected = a + b
+    neg_abs = np.empty_like(a)
+    add_bias_neg_abs(a, b, neg_abs)
+    assert np.array_equal(a, expected) and np.array_equal(neg_abs, -np.abs(expected))
