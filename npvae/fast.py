@@ -8,14 +8,24 @@ Bernoulli decoder, tanh hidden units, any depth, float32 or float64) into buffer
 allocated once, with ``out=`` everywhere:
 
     gather + binarize + noise   np.take / Generator.random / standard_normal into buffers
-    forward                     matmul(out=), += bias, tanh(out=)
-    likelihood + KL gradient    one fused kernel (npvae/kernels.py)
-    backward                    the mirror of the forward, matmul(out=)
-    prior + Adagrad             one fused Numba pass per parameter tensor
+    forward                     matmul(out=), += bias, tanh(out=); the stochastic node as two small kernels
+    likelihood + KL gradient    one fused kernel (npvae/kernels.py), which also sums the logits' bias gradient
+    backward                    the mirror of the forward, matmul(out=); each tanh backward sums its
+                                bias gradient in the same pass
+    prior + Adagrad             one fused Numba pass per parameter tensor, run as soon as the
+                                backward is done with that tensor
 
-so that the step costs little more than its matrix products (``benchmarks/bench_step.py``
-measures it against that floor).  ``tests/test_fast.py`` asserts that it gives the
-reference step to rounding.
+Transcendentals (tanh, exp, expm1) stay with NumPy, whose SIMD loops beat Numba's scalar
+calls; the Numba kernels do the arithmetic around them in single passes.  Everything is serial:
+OpenBLAS's worker thread spins between products, and every threaded variant measured here
+(Numba ``parallel=True``, a Python worker thread, splitting the batch over two threads with
+one-threaded BLAS) was slower than this (``benchmarks/bench_threads.py``).
+
+``benchmarks/bench_step.py`` measures the step against its matrix products alone (the floor)
+and against the products plus the Adagrad pass, which is divider-bound (a square root and a
+division per parameter) and which no arrangement of the rest removes.  ``tests/test_fast.py``
+asserts that the step gives the reference step to rounding and checks its gradients against
+finite differences.
 """
 import math
 

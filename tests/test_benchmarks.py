@@ -28,3 +28,9 @@ def test_bench_step_quick_without_torch(tmp_path):
 def test_bench_kernels_quick():
     out = run("bench_kernels.py", "--quick")
     assert out.count("numba kernel ") == 4 and "slowest kernel/reference ratio" in out
+
+
+def test_bench_threads_quick():
+    out = run("bench_threads.py", "--quick")
+    for line in ("serial", "python thread", "numba parallel", "blas 2 threads", "2 python threads x half batch"):
+        assert out.count(line) >= 2, line           # one row per dtype
