@@ -50,6 +50,12 @@ def tanh_backward_inplace(dh, h, one, db):
             db[c] += v
 
 
+def tanh_backward_reference(dh, h):
+    """NumPy reference of ``tanh_backward_inplace``: returns (dh * (1 - h^2), its column sums)."""
+    out = dh * (1.0 - h * h)
+    return out, out.sum(axis=0)
+
+
 @njit(cache=True, error_model="numpy")
 def heads_bias_clamp(mu, logvar, b_mu, b_logvar, lo, hi, inside):
     """mu += b_mu; logvar = clamp(logvar + b_logvar, lo, hi); inside marks the logvars the clamp
@@ -64,6 +70,12 @@ def heads_bias_clamp(mu, logvar, b_mu, b_logvar, lo, hi, inside):
             logvar[b, j] = lo if v < lo else (hi if v > hi else v)
 
 
+def heads_bias_clamp_reference(mu, logvar, b_mu, b_logvar, lo, hi):
+    """NumPy reference of ``heads_bias_clamp``: returns (mu, logvar, inside), new arrays."""
+    raw = logvar + b_logvar
+    return mu + b_mu, np.clip(raw, lo, hi), (raw > lo) & (raw < hi)
+
+
 @njit(cache=True, error_model="numpy")
 def reparameterize_forward(mu, sigma, eps, z):
     """The stochastic node: z[l] = mu + sigma * eps[l]."""
@@ -72,6 +84,11 @@ def reparameterize_forward(mu, sigma, eps, z):
         for b in range(B):
             for j in range(Z):
                 z[l, b, j] = mu[b, j] + sigma[b, j] * eps[l, b, j]
+
+
+def reparameterize_forward_reference(mu, sigma, eps):
+    """NumPy reference of ``reparameterize_forward`` (npvae.stochastic's node, broadcast over L)."""
+    return mu + sigma * eps
 
 
 @njit(cache=True, error_model="numpy")
@@ -102,6 +119,13 @@ def reparameterize_backward(dz, eps, sigma, inside, dmu_kl, dlogvar_kl, half, dm
             dlogvar[b, j] = (sigma[b, j] * half * dsigma[b, j] + dlogvar_kl[b, j]) * inside[b, j]
             db_mu[j] += dmu[b, j]
             db_logvar[j] += dlogvar[b, j]
+
+
+def reparameterize_backward_reference(dz, eps, sigma, inside, dmu_kl, dlogvar_kl):
+    """NumPy reference of ``reparameterize_backward``: returns (dmu, dlogvar, db_mu, db_logvar)."""
+    dmu = dz.sum(axis=0) + dmu_kl
+    dlogvar = (0.5 * sigma * (dz * eps).sum(axis=0) + dlogvar_kl) * inside
+    return dmu, dlogvar, dmu.sum(axis=0), dlogvar.sum(axis=0)
 
 
 @njit(cache=True, error_model="numpy")

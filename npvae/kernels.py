@@ -96,6 +96,12 @@ def add_bias_neg_abs(a, bias, neg_abs):
             neg_abs[r, d] = -abs(v)
 
 
+def add_bias_neg_abs_reference(a, bias):
+    """NumPy reference of ``add_bias_neg_abs``: returns (a + bias, -|a + bias|), new arrays."""
+    out = a + bias
+    return out, -np.abs(out)
+
+
 def bernoulli_kl_grads(logits, x, mu, logvar, scale, want_elbo=False, out=None, work=None, dbias=None):
     """Fused version of ``bernoulli_kl_grads_reference`` (same arguments and results).
 

@@ -121,3 +121,61 @@ def test_fast_gradients_pass_finite_differences(L):
     rows = check_elements(lambda: fast.loss_and_grads(x, eps, want_loss=True), vae.params, grads)
     worst = max(rows, key=lambda r: r.rel_error)
     assert worst.rel_error < 1e-6, worst
+
+
+def small_kernel_cases(dtype, rng):
+    """(name, run the Numba kernel -> results, run its NumPy reference -> results) on random inputs."""
+    from npvae import fast as F
+    from npvae.kernels import add_bias_neg_abs, add_bias_neg_abs_reference
+    t = np.dtype(dtype).type
+    r = lambda *s: rng.standard_normal(s).astype(dtype)          # noqa: E731
+    L, B, Z, H = 3, 7, 4, 9
+    mu, logvar, b_mu, b_lv = r(B, Z), 20 * r(B, Z), r(Z), r(Z)
+    logvar[0, :2] = [-100.0, 100.0]                               # both sides of the clamp
+    logvar[1, 0] = np.nan                                         # NaN passes through as NaN
+    lo, hi = t(-30.0), t(30.0)
+    eps, sigma, dz = r(L, B, Z), np.exp(r(B, Z)), r(L, B, Z)
+    inside = rng.random((B, Z)) < 0.8
+    dmu_kl, dlv_kl, dh, h, a, bias = r(B, Z), r(B, Z), r(B, H), np.tanh(r(B, H)), r(B, H), r(H)
+
+    def heads():
+        m, lv, ins = mu.copy(), logvar.copy(), np.empty((B, Z), bool)
+        F.heads_bias_clamp(m, lv, b_mu, b_lv, lo, hi, ins)
+        return m, lv, ins
+
+    def node_fwd():
+        z = np.empty((L, B, Z), dtype)
+        F.reparameterize_forward(mu, sigma, eps, z)
+        return (z,)
+
+    def node_bwd():
+        outs = [np.empty((B, Z), dtype), np.empty((B, Z), dtype), np.empty(Z, dtype), np.empty(Z, dtype)]
+        F.reparameterize_backward(dz, eps, sigma, inside, dmu_kl, dlv_kl, t(0.5), *outs)
+        return outs
+
+    def tanh_bwd():
+        d, db = dh.copy(), np.empty(H, dtype)
+        F.tanh_backward_inplace(d, h, t(1), db)
+        return d, db
+
+    def bias_neg_abs():
+        x, w = a.copy(), np.empty_like(a)
+        add_bias_neg_abs(x, bias, w)
+        return x, w
+
+    return [("heads_bias_clamp", heads, lambda: F.heads_bias_clamp_reference(mu, logvar, b_mu, b_lv, lo, hi)),
+            ("reparameterize_forward", node_fwd, lambda: (F.reparameterize_forward_reference(mu, sigma, eps),)),
+            ("reparameterize_backward", node_bwd,
+             lambda: F.reparameterize_backward_reference(dz, eps, sigma, inside, dmu_kl, dlv_kl)),
+            ("tanh_backward_inplace", tanh_bwd, lambda: F.tanh_backward_reference(dh, h)),
+            ("add_bias_neg_abs", bias_neg_abs, lambda: add_bias_neg_abs_reference(a, bias))]
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+def test_small_kernels_match_their_numpy_references(dtype, rtol):
+    for name, kernel, reference in small_kernel_cases(dtype, np.random.default_rng(5)):
+        got, want = kernel(), reference()
+        assert len(got) == len(want), name
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype, name
+            assert np.allclose(g, w, rtol=rtol, atol=rtol, equal_nan=True), name
