@@ -249,8 +249,8 @@ REGISTRY: Dict[str, Source] = {
     "frey_rawface.mat": Source(
         (
             "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
-            "https://raw.githubusercontent.com/SheffieldML/GPmat/"
-            "4b5914a38ecbad9fb7a13a3392970bfc28c9d911/datasets/data/frey_rawface.mat",
+            ("https://raw.githubusercontent.com/SheffieldML/GPmat/"
+             "4b5914a38ecbad9fb7a13a3392970bfc28c9d911/datasets/data/frey_rawface.mat"),
         ),
         (
             "sha256:265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",

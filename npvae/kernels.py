@@ -20,7 +20,6 @@ OpenBLAS's for the two cores), ``cache=True``, ``fastmath`` off, and
 ``error_model='numpy'`` so that division does not check for zero and the loop
 vectorizes.  Set ``NUMBA_DISABLE_JIT=1`` to step through them in Python.
 """
-import math
 
 import numpy as np
 from numba import njit

@@ -176,6 +176,6 @@ def test_small_kernels_match_their_numpy_references(dtype, rtol):
     for name, kernel, reference in small_kernel_cases(dtype, np.random.default_rng(5)):
         got, want = kernel(), reference()
         assert len(got) == len(want), name
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype, name
             assert np.allclose(g, w, rtol=rtol, atol=rtol, equal_nan=True), name
