@@ -179,3 +179,28 @@ def test_small_kernels_match_their_numpy_references(dtype, rtol):
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype, name
             assert np.allclose(g, w, rtol=rtol, atol=rtol, equal_nan=True), name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_load_batch_gathers_binarizes_and_draws_like_the_reference_loop(dtype):
+    from npvae.data import binarize
+    vae, _, _ = problem((7,), 2, dtype)
+    fast = FastStep(vae, Adagrad(), batch_size=4, L=2)
+    data = np.random.default_rng(0).random((30, 11)).astype(dtype)       # grey values in [0, 1)
+    idx = np.array([29, 0, 7, 7])
+    x, eps = fast.load_batch(data, idx, np.random.default_rng(9), dynamic=True)
+    rng = np.random.default_rng(9)
+    expected_x = binarize(data[idx], rng)
+    expected_eps = rng.standard_normal((2, 4, 3)).astype(dtype)           # float64 draws, as the reference loop
+    assert x.dtype == dtype and np.array_equal(x, expected_x)
+    assert eps.dtype == dtype and np.array_equal(eps, expected_eps)
+    x, _ = fast.load_batch(data, idx)                                     # no rng: gather only
+    assert np.array_equal(x, data[idx])
+
+
+@pytest.mark.parametrize("idx", [[0, 1, 2, 30], [-1, 0, 1, 2], [0, 1, 2]])
+def test_load_batch_rejects_bad_indices(idx):
+    vae, _, _ = problem((7,), 1)
+    fast = FastStep(vae, Adagrad(), batch_size=4)
+    with pytest.raises(IndexError, match="row indices"):
+        fast.load_batch(np.zeros((30, 11)), np.array(idx))
