@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from npvae import VAE  # noqa: E402
-from npvae import fast as F  # noqa: E402
+from npvae import kernels as F  # noqa: E402
 from npvae.distributions import LOGVAR_MAX, LOGVAR_MIN  # noqa: E402
 from npvae.kernels import (add_bias_neg_abs, add_bias_neg_abs_reference, bernoulli_kl_grads,  # noqa: E402
                            bernoulli_kl_grads_reference)
@@ -64,13 +64,13 @@ def cases(dtype):
         "numpy reference": lambda: F.heads_bias_clamp_reference(mu, lv, b_mu, b_lv, lo, hi),
         "numba kernel": lambda: F.heads_bias_clamp(mu, lv, zero, zero, lo, hi, inside)}
     eps, sigma, z, dz = r(1, M, Z), np.exp(r(M, Z)), np.empty((1, M, Z), dtype), r(1, M, Z)
-    table["reparameterize_forward"] = {"numpy reference": lambda: F.reparameterize_forward_reference(mu, sigma, eps),
-                                       "numba kernel": lambda: F.reparameterize_forward(mu, sigma, eps, z)}
+    table["reparameterize_into"] = {"numpy reference": lambda: F.reparameterize_into_reference(mu, sigma, eps),
+                                    "numba kernel": lambda: F.reparameterize_into(mu, sigma, eps, z)}
     kl_mu, kl_lv = r(M, Z), r(M, Z)
     outs = [np.empty((M, Z), dtype), np.empty((M, Z), dtype), np.empty(Z, dtype), np.empty(Z, dtype)]
-    table["reparameterize_backward"] = {
-        "numpy reference": lambda: F.reparameterize_backward_reference(dz, eps, sigma, inside, kl_mu, kl_lv),
-        "numba kernel": lambda: F.reparameterize_backward(dz, eps, sigma, inside, kl_mu, kl_lv, t(0.5), *outs)}
+    table["reparameterize_backward_into"] = {
+        "numpy reference": lambda: F.reparameterize_backward_into_reference(dz, eps, sigma, inside, kl_mu, kl_lv),
+        "numba kernel": lambda: F.reparameterize_backward_into(dz, eps, sigma, inside, kl_mu, kl_lv, t(0.5), *outs)}
     flat = [(r(p.size), r(p.size), np.zeros(p.size, dtype)) for p in VAE(X_DIM, Z, H, seed=0, dtype=dtype).params.values()]
     lr, ep, prior = t(0.01), t(1e-8), t(2e-5)
     table["adagrad_update (795k parameters)"] = {

@@ -7,7 +7,7 @@
    timed right after a two-threaded matrix product, as in the step, where OpenBLAS's worker
    thread then spins for a while before it sleeps:
 
-     serial          npvae.fast.adagrad_update, what FastStep runs
+     serial          npvae.kernels.adagrad_update, what FastStep runs
      python thread   half on a persistent worker thread (a nogil Numba loop), half on the caller
      numba parallel  the same loop under prange, two chunks (Numba's threading layer)
 
@@ -34,7 +34,7 @@ from numba import njit, prange  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from npvae import VAE  # noqa: E402
-from npvae.fast import adagrad_update  # noqa: E402
+from npvae.kernels import adagrad_update  # noqa: E402
 
 X_DIM, H, Z, M = 784, 500, 20, 100
 

@@ -894,3 +894,86 @@ def binarize(x, rng: np.random.Generator) -> np.ndarray:
     # draw in x's precision: float32 uniforms are cheaper, and the fast training step draws the same way
     draw = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
     return (rng.random(x.shape, dtype=draw) < x).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def train_set_size(dataset: str, binarize_mode: str = "dynamic", frey_n_test: int = 0) -> int:
+    """How many training images a configuration trains on, without loading anything (so that a
+    command line can be checked before any data loads)."""
+    if dataset == "frey":
+        return FREY_N - (frey_n_test or FREY_N_TEST)
+    return _BINARIZED_SIZES["train"] if binarize_mode == "static" else 50_000
+
+
+@dataclass
+class TrainingData:
+    """What a training run reads.
+
+    train_x: what minibatches are drawn from (grey levels when ``dynamic``: each minibatch is
+    re-binarized with the run's generator); train_eval_x: the training set as evaluated (binarized
+    once for dynamic); test_x; test_y: labels or None; image_shape: (rows, cols); binary: whether
+    every training minibatch is exactly 0/1 (dynamic or static binarization).
+    """
+
+    train_x: np.ndarray
+    train_eval_x: np.ndarray
+    test_x: np.ndarray
+    test_y: Optional[np.ndarray]
+    image_shape: tuple
+    dynamic: bool
+    binary: Optional[bool] = None   # None: found out from the data
+
+    def __post_init__(self):
+        if self.binary is None:
+            self.binary = bool(self.dynamic or np.isin(self.train_x, (0, 1)).all())
+
+
+def load_training_data(dataset="mnist", binarize_mode="dynamic", dtype=np.float64, path=None,
+                       eval_seed=1234, frey_n_test=0) -> TrainingData:
+    """Load and prepare the data sets that a run names.
+
+    MNIST: binarize_mode "none" (grey levels), "dynamic" (a fresh binarization of every
+    minibatch; the evaluation sets binarized once with a generator seeded eval_seed) or "static"
+    (Larochelle's fixed binarization; no labels: its rows do not align with mnist.pkl.gz).
+    Frey Face: ff.T / 256 with the seeded split of ``load_frey_face``.
+    """
+    dtype = np.dtype(dtype)
+    if dataset == "frey":
+        kw = {"n_test": frey_n_test} if frey_n_test else {}
+        ds = load_frey_face(path, dtype=dtype, **kw)
+        return TrainingData(ds.train.x, ds.train.x, ds.test.x, None, ds.image_shape, False)
+    if binarize_mode == "static":
+        ds = load_binarized_mnist(path, dtype=dtype)
+        return TrainingData(ds.train.x, ds.train.x, ds.test.x, None, ds.image_shape, False)
+    ds = load_mnist(path, dtype=dtype)
+    if binarize_mode == "none":
+        return TrainingData(ds.train.x, ds.train.x, ds.test.x, ds.test.y, ds.image_shape, False)
+    eval_rng = np.random.default_rng(eval_seed)
+    return TrainingData(ds.train.x, binarize(ds.train.x, eval_rng), binarize(ds.test.x, eval_rng),
+                        ds.test.y, ds.image_shape, True)
+
+
+def gather_minibatch(data_x, idx, rng=None, dynamic=False, out=None, uniform=None, is_on=None):
+    """Rows idx of data_x, re-binarized with rng when ``dynamic`` (the same draws as ``binarize``).
+
+    Every learner gets its minibatch from here, so all of them see the same data for a seed.
+    out, uniform (float, like out) and is_on (bool) are optional buffers of shape (len(idx), D):
+    with them nothing new is allocated.  Returns the minibatch (out when given).
+    """
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(data_x))):
+        raise IndexError(f"need row indices in [0, {len(data_x)}), got shape {idx.shape}")
+    if out is None:
+        out = np.empty((idx.size, data_x.shape[1]), data_x.dtype)
+    # mode="clip" (the indices are checked above): with the default mode="raise", np.take
+    # buffers out= and the gather costs 2-3x more
+    np.take(data_x, idx, axis=0, out=out, mode="clip")
+    if dynamic:
+        uniform = np.empty_like(out) if uniform is None else uniform
+        is_on = np.empty(out.shape, np.bool_) if is_on is None else is_on
+        rng.random(out=uniform, dtype=out.dtype)
+        np.less(uniform, out, out=is_on)
+        np.copyto(out, is_on)
+    return out

@@ -9,9 +9,10 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import re
 import secrets
 
-__all__ = ["atomic_path", "sha256_file"]
+__all__ = ["atomic_path", "sha256_file", "remove_stale_temps", "run_lock", "FolderLockedError"]
 
 _CHUNK = 1 << 20  # 1 MiB: large enough to hash at full speed, small enough to stream
 
@@ -115,3 +116,46 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# _temp_name's pattern: ".<name>.<12 hex digits>.tmp<suffix>"
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def remove_stale_temps(directory) -> list:
+    """Delete the hidden temp files that killed ``atomic_path`` writes left in `directory`
+    (a killed checkpoint write leaves one of checkpoint size).  Call it only while holding the
+    folder's ``run_lock``, so that no live write of the same run is removed.  Returns the names."""
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _TEMP_RE.match(name) and os.path.isfile(path):
+            _remove_quietly(pathlib.Path(path))
+            removed.append(name)
+    return removed
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the folder's run lock."""
+
+
+@contextlib.contextmanager
+def run_lock(directory):
+    """Hold an exclusive lock on `directory` (a ``.lock`` file in it, ``flock``) for the block:
+    two processes never train into one run folder.  The lock dies with the process, so a killed
+    run leaves no stale lock.  Where ``fcntl`` is missing (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:                                  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FolderLockedError(f"another process is training in {directory}; wait for it, or stop it "
+                                    f"with Ctrl-C (it writes a checkpoint)") from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,4 +1,10 @@
-"""Numerical kernels (Numba), each with its plain NumPy reference beside it.
+"""Numerical kernels (Numba), all of them, each with its plain NumPy reference beside it.
+
+Each reference is written by calling the readable functions of ``npvae.layers``,
+``npvae.stochastic``, ``npvae.distributions`` and ``npvae.optim``, so the kernel-vs-reference
+tests (``tests/test_fast.py``, ``tests/test_kernels.py``) tie the fast path to the code people
+read.  A kernel's name never repeats a readable function's: ``reparameterize_into`` is the
+kernel, ``npvae.stochastic.reparameterize_forward`` the readable node.
 
 ``bernoulli_kl_grads`` fuses the two element-wise ends of the model's
 backward pass for a Bernoulli decoder with estimator B:
@@ -21,27 +27,28 @@ OpenBLAS's for the two cores), ``cache=True``, ``fastmath`` off, and
 vectorizes.  Set ``NUMBA_DISABLE_JIT=1`` to step through them in Python.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
-from .layers import sigmoid
+from . import distributions as D
+from . import layers, stochastic
+from .optim import Adagrad
 
 
 def bernoulli_kl_grads_reference(logits, x, mu, logvar, scale, want_elbo=False):
-    """NumPy reference.  logits: (L, B, D); x: (B, D); mu, logvar: (B, Z).
+    """NumPy reference, from the readable densities.  logits: (L, B, D); x: (B, D); mu, logvar: (B, Z).
 
+    loss = -scale * sum_b [ mean_l log p(x_b | z_lb) - KL_b ].
     Returns (elbo (B,) or None, dlogits (L, B, D), dmu (B, Z), dlogvar (B, Z)).
     """
-    L = logits.shape[0]
-    dlogits = (scale / L) * (sigmoid(logits) - x)
-    var_m1 = np.expm1(logvar)
-    dmu = scale * mu
-    dlogvar = (0.5 * scale) * var_m1
-    elbo = None
-    if want_elbo:
-        log_px = (x * logits - np.maximum(logits, 0.0) - np.log1p(np.exp(-np.abs(logits)))).sum(axis=-1)
-        kl = 0.5 * (mu * mu + var_m1 - logvar).sum(axis=-1)
-        elbo = log_px.mean(axis=0) - kl
+    L, B = logits.shape[:2]
+    log_px, lik_cache = D.bernoulli_logpmf_forward(x, logits)                  # (L, B)
+    kl, kl_cache = D.kl_standard_normal_forward(mu, logvar)                     # (B,)
+    dlogits = D.bernoulli_logpmf_backward(np.full((L, B), -scale / L, logits.dtype), lik_cache)
+    dmu, dlogvar = D.kl_standard_normal_backward(np.full(B, scale, mu.dtype), kl_cache)
+    elbo = log_px.mean(axis=0) - kl if want_elbo else None
     return elbo, dlogits, dmu, dlogvar
 
 
@@ -138,3 +145,186 @@ def bernoulli_kl_grads_from_neg_abs(logits, neg_abs, x, mu, logvar, scale, want_
     np.log1p(e, out=e)
     elbo -= e.sum(axis=-1).mean(axis=0)
     return elbo, dlogits, dmu, dlogvar
+
+
+# --------------------------------------------------------------------------- the fast step's small kernels
+# (npvae/fast.py).  Scalars such as ``one``, ``half``, ``lo``, ``hi`` come in the arrays' dtype: a
+# float64 literal would promote a float32 loop to float64.
+
+
+@njit(cache=True, error_model="numpy")
+def tanh_backward_inplace(dh, h, one, db):
+    """dh <- dh * (1 - h^2), where h = tanh(a): the tanh layer's backward, in place; and
+    db <- the column sums of the new dh (the layer's bias gradient), in the same pass."""
+    db[:] = 0
+    for r in range(dh.shape[0]):
+        for c in range(dh.shape[1]):
+            v = dh[r, c] * (one - h[r, c] * h[r, c])
+            dh[r, c] = v
+            db[c] += v
+
+
+def tanh_backward_reference(dh, h):
+    """Reference of ``tanh_backward_inplace``: ``layers.tanh_backward`` and its column sums (new arrays)."""
+    out = layers.tanh_backward(dh, h)
+    return out, out.sum(axis=0)
+
+
+@njit(cache=True, error_model="numpy")
+def heads_bias_clamp(mu, logvar, b_mu, b_logvar, lo, hi, inside):
+    """mu += b_mu; logvar = clamp(logvar + b_logvar, lo, hi); inside marks the logvars the clamp
+    left alone (its gradient is zero elsewhere).  NaN stays NaN."""
+    B, Z = mu.shape
+    for b in range(B):
+        for j in range(Z):
+            mu[b, j] += b_mu[j]
+            v = logvar[b, j] + b_logvar[j]
+            inside[b, j] = (v > lo) & (v < hi)
+            logvar[b, j] = lo if v < lo else (hi if v > hi else v)
+
+
+def heads_bias_clamp_reference(mu, logvar, b_mu, b_logvar, lo, hi):
+    """Reference of ``heads_bias_clamp``: the bias adds and ``layers.clamp_forward``.
+    Returns (mu, logvar, inside), new arrays."""
+    logvar, inside = layers.clamp_forward(logvar + b_logvar, lo, hi)
+    return mu + b_mu, logvar, inside
+
+
+@njit(cache=True, error_model="numpy")
+def reparameterize_into(mu, sigma, eps, z):
+    """The stochastic node into a buffer: z[l] = mu + sigma * eps[l]."""
+    L, B, Z = eps.shape
+    for l in range(L):
+        for b in range(B):
+            for j in range(Z):
+                z[l, b, j] = mu[b, j] + sigma[b, j] * eps[l, b, j]
+
+
+def reparameterize_into_reference(mu, sigma, eps):
+    """Reference of ``reparameterize_into``: ``stochastic.reparameterize_forward``."""
+    z, _ = stochastic.reparameterize_forward(mu, sigma, eps)
+    return z
+
+
+@njit(cache=True, error_model="numpy")
+def reparameterize_backward_into(dz, eps, sigma, inside, dmu_kl, dlogvar_kl, half, dmu, dlogvar, db_mu, db_logvar):
+    """The gradient crosses the stochastic node z = mu + sigma * eps:
+
+        dz/dmu = 1       ->  dmu     = sum_l dz[l]            (+ the KL's dmu)
+        dz/dsigma = eps  ->  dsigma  = sum_l dz[l] * eps[l]
+        sigma = exp(logvar / 2)  ->  dlogvar = sigma / 2 * dsigma  (+ the KL's dlogvar), times the clamp mask
+
+    and the heads' bias gradients db_mu, db_logvar (column sums) in the same pass.  dlogvar
+    holds dsigma until the last loop turns it into dlogvar."""
+    L, B, Z = dz.shape
+    dsigma = dlogvar
+    for b in range(B):
+        for j in range(Z):
+            dmu[b, j] = dz[0, b, j]
+            dsigma[b, j] = dz[0, b, j] * eps[0, b, j]
+        for l in range(1, L):
+            for j in range(Z):
+                dmu[b, j] += dz[l, b, j]
+                dsigma[b, j] += dz[l, b, j] * eps[l, b, j]
+    db_mu[:] = 0
+    db_logvar[:] = 0
+    for b in range(B):
+        for j in range(Z):
+            dmu[b, j] += dmu_kl[b, j]
+            dlogvar[b, j] = (sigma[b, j] * half * dsigma[b, j] + dlogvar_kl[b, j]) * inside[b, j]
+            db_mu[j] += dmu[b, j]
+            db_logvar[j] += dlogvar[b, j]
+
+
+def reparameterize_backward_into_reference(dz, eps, sigma, inside, dmu_kl, dlogvar_kl):
+    """Reference of ``reparameterize_backward_into``, from the readable pieces: ``stochastic.sample_backward``
+    (the node), the KL's gradient joining at (mu, logvar), then ``layers.clamp_backward``.
+    Returns (dmu, dlogvar, db_mu, db_logvar)."""
+    dmu, dlogvar = stochastic.sample_backward(dz, (sigma, eps))    # sample_forward's cache: (sigma, eps)
+    dmu = dmu + dmu_kl
+    dlogvar = layers.clamp_backward(dlogvar + dlogvar_kl, inside)
+    return dmu, dlogvar, dmu.sum(axis=0), dlogvar.sum(axis=0)
+
+
+@njit(cache=True, error_model="numpy")
+def adagrad_update(p, g, sum_sq, lr, eps, prior_scale, do_step):
+    """Fused prior + Adagrad on flat arrays:  g' = g + prior_scale * p;  sum_sq += g'^2;
+    p -= lr * g' / sqrt(sum_sq + eps) when do_step.  Returns True when some g' is not finite.
+
+    The non-finite test is an integer OR of (g' - g' != 0), which is true exactly for
+    NaN and inf and keeps the loop vectorizable (a float reduction would not be
+    without fastmath)."""
+    bad = False
+    for i in range(p.size):
+        gi = g[i] + prior_scale * p[i]
+        s = sum_sq[i] + gi * gi
+        sum_sq[i] = s
+        if do_step:
+            p[i] -= lr * gi / math.sqrt(s + eps)
+        bad |= (gi - gi) != 0.0
+    return bad
+
+
+def adagrad_update_reference(p, g, sum_sq, lr, eps, prior_scale, do_step):
+    """Reference of ``adagrad_update``: the prior's gradient added as the training loop adds it,
+    then one ``optim.Adagrad.update`` on these arrays (p and sum_sq changed in place)."""
+    g = g + prior_scale * p
+    opt = Adagrad(lr=float(lr), warmup=0 if do_step else 1, eps=float(eps))
+    opt.state["sum_sq"]["p"] = sum_sq
+    opt.update({"p": p}, {"p": g})
+    return not np.isfinite(g).all()
+
+
+# --------------------------------------------------------------------------- wake-sleep's kernels
+
+
+@njit(cache=True, error_model="numpy")
+def bernoulli_sample_from_logits(logits, e, u, one, x):
+    """x = (u < sigmoid(logits)) as 0/1 in x's dtype: a sample of p(x|z) from the decoder's logits.
+    e = exp(-|logits|) comes precomputed (NumPy's SIMD exp); sigmoid is taken as ``layers.sigmoid``
+    takes it, so the comparison sees the very same probability (``one`` in the arrays' dtype)."""
+    for r in range(logits.shape[0]):
+        for d in range(logits.shape[1]):
+            v = logits[r, d]
+            ed = e[r, d]
+            s = (one / (one + ed)) if v >= 0 else (ed / (one + ed))
+            x[r, d] = u[r, d] < s
+
+
+def bernoulli_sample_from_logits_reference(logits, u):
+    """Reference of ``bernoulli_sample_from_logits``: ``layers.sigmoid`` and a comparison with
+    the uniforms u (what ``npvae.data.binarize`` does with its own draws)."""
+    return (u < layers.sigmoid(logits)).astype(logits.dtype)
+
+
+@njit(cache=True, error_model="numpy")
+def log_q_grads_into(z, mu, logvar, inside, scale, half, one, dmu, dlogvar, db_mu, db_logvar):
+    """The gradient of  loss = -scale * sum_b log N(z_b; mu_b, diag exp(logvar_b))  with respect
+    to mu and logvar (times the clamp mask), and their column sums (the heads' bias gradients):
+
+        dmu     = -scale * (z - mu) / var
+        dlogvar = -scale * ((z - mu)^2 / var - 1) / 2        var = exp(logvar)
+
+    dlogvar must hold exp(-logvar) on entry (NumPy's SIMD exp) and is overwritten."""
+    B, Z = mu.shape
+    db_mu[:] = 0
+    db_logvar[:] = 0
+    for b in range(B):
+        for j in range(Z):
+            inv_var = dlogvar[b, j]
+            diff = z[b, j] - mu[b, j]
+            g_mu = -scale * diff * inv_var
+            dmu[b, j] = g_mu
+            g_lv = -scale * half * (diff * diff * inv_var - one) * inside[b, j]
+            dlogvar[b, j] = g_lv
+            db_mu[j] += g_mu
+            db_logvar[j] += g_lv
+
+
+def log_q_grads_into_reference(z, mu, logvar, inside, scale):
+    """Reference of ``log_q_grads_into``: ``distributions.gaussian_logpdf_backward`` and
+    ``layers.clamp_backward``.  Returns (dmu, dlogvar, db_mu, db_logvar)."""
+    _, cache = D.gaussian_logpdf_forward(z, mu, logvar)
+    _, dmu, dlogvar = D.gaussian_logpdf_backward(np.full(z.shape[0], -scale, z.dtype), cache)
+    dlogvar = layers.clamp_backward(dlogvar, inside)
+    return dmu, dlogvar, dmu.sum(axis=0), dlogvar.sum(axis=0)

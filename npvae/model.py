@@ -169,6 +169,20 @@ def log_likelihood_backward(dll, cache, likelihood):
     return dmean, dlogvar
 
 
+def sample_x(params, arch, z, rng):
+    """x ~ p(x|z) for z: (B, z_dim) -> (B, x_dim) in z's dtype; randomness from the Generator rng.
+
+    Bernoulli: 0/1 with P(1) = sigmoid(logits), drawn as rng.random(shape) < p (the draws of
+    ``npvae.data.binarize``).  Gaussian: mean + exp(logvar / 2) * N(0, 1) (float64 normals, cast).
+    """
+    dec_out, _ = decoder_forward(params, arch, z)
+    if arch.likelihood == "bernoulli":
+        return (rng.random(dec_out.shape, dtype=z.dtype) < sigmoid(dec_out)).astype(z.dtype)
+    mean, logvar = dec_out
+    noise = rng.standard_normal(mean.shape).astype(z.dtype)
+    return mean + np.exp(0.5 * logvar) * noise
+
+
 def standard_normal_logpdf_forward(z):
     """log N(z; 0, I).   z: (..., Z) -> (...,)."""
     return -0.5 * (D.LOG_2PI * z.shape[-1] + (z * z).sum(axis=-1)), z
@@ -187,7 +201,14 @@ def elbo_forward(params, arch, x, eps, estimator="B"):
     x: (B, x_dim); eps: (L, B, z_dim) -> elbo (B,)
       estimator "A" (eq. 6): mean_l [ log p(x|z_l) + log p(z_l) - log q(z_l|x) ]
       estimator "B" (eq. 7): mean_l [ log p(x|z_l) ] - KL(q(z|x) || p(z))
+
+    Only cheap checks run here (the estimator's name, eps's L axis); ``VAE`` checks the rest.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose 'A' (eq. 6) or 'B' (eq. 7)")
+    if eps.ndim != 3 or eps.shape[1:] != (x.shape[0], arch.z_dim):
+        raise ValueError(f"eps must have shape (L, {x.shape[0]}, {arch.z_dim}), got {eps.shape} "
+                         f"(for one sample per datapoint use eps[None])")
     (mu, logvar), enc_cache = encoder_forward(params, arch, x)
     z, sample_cache = sample_forward(mu, logvar, eps)                     # (L, B, Z)
     dec_out, dec_cache = decoder_forward(params, arch, z)
@@ -364,6 +385,19 @@ class VAE:
         out, _ = decoder_forward(self.params, self.arch, self._check_z(z))
         return sigmoid(out) if self.arch.likelihood == "bernoulli" else out
 
+    def sample_x(self, z, rng):
+        """x ~ p(x|z) for z: (B, z_dim) -> (B, x_dim); rng: a numpy.random.Generator."""
+        z = self._check_z(z)
+        if z.ndim != 2:
+            raise ValueError(f"z must have shape (batch, {self.arch.z_dim}), got {z.shape}")
+        return sample_x(self.params, self.arch, z, _generator(rng))
+
+    def sample(self, n, rng):
+        """n samples of the model: z ~ N(0, I), x ~ p(x|z).  Returns (x (n, x_dim), z (n, z_dim))."""
+        rng = _generator(rng)
+        z = rng.standard_normal((_as_int(n, "n"), self.arch.z_dim)).astype(self.dtype)
+        return sample_x(self.params, self.arch, z, rng), z
+
     def elbo(self, x, eps, estimator="B"):
         """Per-datapoint SGVB estimate of the lower bound, shape (B,).  eps: (L, B, z_dim)."""
         self._check_estimator(estimator)
@@ -422,6 +456,12 @@ class VAE:
         a = self.arch
         return (f"VAE(x_dim={a.x_dim}, z_dim={a.z_dim}, hidden={a.enc_hidden}, likelihood={a.likelihood!r}, "
                 f"activation={a.activation!r}, dtype={self.dtype.name})")
+
+
+def _generator(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    return rng
 
 
 def _as_float_array(a, name, dtype):

@@ -29,12 +29,12 @@ def tile(images, n_cols):
     return canvas
 
 
-def plot_learning_curves(history, path, title="", paper=None):
+def plot_learning_curves(history, path, title="", paper=None, label="AEVB"):
     """Train and test bound against training samples (log x), as in Fig. 2."""
     h = np.asarray(history, dtype=float).reshape(-1, 4)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.semilogx(h[:, 0], h[:, 2], "-o", ms=3, label="AEVB (train)")
-    ax.semilogx(h[:, 0], h[:, 3], "-s", ms=3, label="AEVB (test)")
+    ax.semilogx(h[:, 0], h[:, 2], "-o", ms=3, label=f"{label} (train)")
+    ax.semilogx(h[:, 0], h[:, 3], "-s", ms=3, label=f"{label} (test)")
     if paper is not None:
         ax.axhline(paper[0], color="C0", ls=":", lw=1, label=f"paper, train ({paper[0]})")
         ax.axhline(paper[1], color="C1", ls=":", lw=1, label=f"paper, test ({paper[1]})")
@@ -87,27 +87,25 @@ def manifold_grid(n=20):
     return np.stack([z1.ravel(), z2.ravel()], axis=1)
 
 
-def make_figures(vae, data, history, out, config, rng):
-    """All figures of a finished run, into the run's folder."""
+def make_figures(vae, data, history, out, rng, title="", paper=None, label="AEVB", labelled_scatter=True):
+    """All figures of a finished run, into the folder out.
+
+    vae: the trained model; data: its TrainingData (test_x, test_y, image_shape); history: rows
+    (samples, seconds, train, test); rng: a Generator for the prior samples; paper: the paper's
+    (train, test) end values or None; label: the algorithm's name in the legend."""
     shape = data.image_shape
     mean_of = (lambda out_: out_) if vae.arch.likelihood == "bernoulli" else (lambda out_: out_[0])
-    title = f"{config.dataset}, $N_z$ = {config.nz}" + (f", binarize={config.binarize}" if config.dataset == "mnist" else "")
-    plot_learning_curves(history, os.path.join(out, "learning_curves.png"), title, _paper(config))
+    plot_learning_curves(history, os.path.join(out, "learning_curves.png"), title, paper, label)
     z = rng.standard_normal((100, vae.arch.z_dim)).astype(vae.dtype)
     plot_image_grid(mean_of(vae.decode(z)), shape, os.path.join(out, "samples.png"),
                     "samples from the prior (decoder means)")
     x = data.test_x[:10]
     mu, _ = vae.encode(x)
     plot_reconstructions(x, mean_of(vae.decode(mu)), shape, os.path.join(out, "reconstructions.png"))
-    if config.dataset == "mnist" and data.test_y is not None and vae.arch.z_dim >= 2:
+    if labelled_scatter and data.test_y is not None and vae.arch.z_dim >= 2:
         mu_all, _ = vae.encode(data.test_x[:5000])
         plot_latent_scatter(mu_all, data.test_y[:5000], os.path.join(out, "latent_scatter.png"))
     if vae.arch.z_dim == 2:
         grid = manifold_grid(20).astype(vae.dtype)
         plot_image_grid(mean_of(vae.decode(grid)), shape, os.path.join(out, "manifold.png"),
                         "learned manifold (Fig. 4)", n_cols=20)
-
-
-def _paper(config):
-    from .train import PAPER_FIG2
-    return PAPER_FIG2.get((config.dataset, config.nz))

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from npvae import VAE, Adagrad, Adam
-from npvae.fast import FastStep, adagrad_update, adagrad_update_reference, tanh_backward_inplace
-from npvae.train import TrainConfig, prior_grads, train
+from npvae.fast import FastStep
+from npvae.kernels import adagrad_update, adagrad_update_reference, tanh_backward_inplace
+from npvae.learners import prior_grads
+from npvae.train import TrainConfig, train
 
 from .test_train import params_of, toy_data
 
@@ -125,8 +127,7 @@ def test_fast_gradients_pass_finite_differences(L):
 
 def small_kernel_cases(dtype, rng):
     """(name, run the Numba kernel -> results, run its NumPy reference -> results) on random inputs."""
-    from npvae import fast as F
-    from npvae.kernels import add_bias_neg_abs, add_bias_neg_abs_reference
+    from npvae import kernels as F
     t = np.dtype(dtype).type
     r = lambda *s: rng.standard_normal(s).astype(dtype)          # noqa: E731
     L, B, Z, H = 3, 7, 4, 9
@@ -145,12 +146,12 @@ def small_kernel_cases(dtype, rng):
 
     def node_fwd():
         z = np.empty((L, B, Z), dtype)
-        F.reparameterize_forward(mu, sigma, eps, z)
+        F.reparameterize_into(mu, sigma, eps, z)
         return (z,)
 
     def node_bwd():
         outs = [np.empty((B, Z), dtype), np.empty((B, Z), dtype), np.empty(Z, dtype), np.empty(Z, dtype)]
-        F.reparameterize_backward(dz, eps, sigma, inside, dmu_kl, dlv_kl, t(0.5), *outs)
+        F.reparameterize_backward_into(dz, eps, sigma, inside, dmu_kl, dlv_kl, t(0.5), *outs)
         return outs
 
     def tanh_bwd():
@@ -160,15 +161,35 @@ def small_kernel_cases(dtype, rng):
 
     def bias_neg_abs():
         x, w = a.copy(), np.empty_like(a)
-        add_bias_neg_abs(x, bias, w)
+        F.add_bias_neg_abs(x, bias, w)
         return x, w
 
+    logits, u = 30 * r(B, H), rng.random((B, H)).astype(dtype)
+    logits[0, :3] = [3e4, -3e4, 0.0]                              # extreme and zero logits
+    z = r(B, Z)
+
+    def dream_sample():
+        x = np.empty((B, H), dtype)
+        F.bernoulli_sample_from_logits(logits, np.exp(-np.abs(logits)), u, t(1), x)
+        return (x,)
+
+    lv_clamped = np.clip(logvar, -30, 30)
+
+    def log_q_grads():
+        outs = [np.empty((B, Z), dtype), np.exp(-lv_clamped), np.empty(Z, dtype), np.empty(Z, dtype)]
+        F.log_q_grads_into(z, mu, lv_clamped, inside, t(0.1), t(0.5), t(1), outs[0], outs[1], outs[2], outs[3])
+        return outs
+
     return [("heads_bias_clamp", heads, lambda: F.heads_bias_clamp_reference(mu, logvar, b_mu, b_lv, lo, hi)),
-            ("reparameterize_forward", node_fwd, lambda: (F.reparameterize_forward_reference(mu, sigma, eps),)),
-            ("reparameterize_backward", node_bwd,
-             lambda: F.reparameterize_backward_reference(dz, eps, sigma, inside, dmu_kl, dlv_kl)),
+            ("reparameterize_into", node_fwd, lambda: (F.reparameterize_into_reference(mu, sigma, eps),)),
+            ("reparameterize_backward_into", node_bwd,
+             lambda: F.reparameterize_backward_into_reference(dz, eps, sigma, inside, dmu_kl, dlv_kl)),
             ("tanh_backward_inplace", tanh_bwd, lambda: F.tanh_backward_reference(dh, h)),
-            ("add_bias_neg_abs", bias_neg_abs, lambda: add_bias_neg_abs_reference(a, bias))]
+            ("add_bias_neg_abs", bias_neg_abs, lambda: F.add_bias_neg_abs_reference(a, bias)),
+            ("bernoulli_sample_from_logits", dream_sample,
+             lambda: (F.bernoulli_sample_from_logits_reference(logits, u),)),
+            ("log_q_grads_into", log_q_grads,
+             lambda: F.log_q_grads_into_reference(z, mu, lv_clamped, inside, t(0.1)))]
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-14), (np.float32, 1e-6)])

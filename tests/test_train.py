@@ -7,6 +7,7 @@ import pytest
 
 from npvae.train import (TrainConfig, TrainingData, TrainingDiverged, eval_schedule, evaluate, main,
                          parse_overrides, train)
+from npvae.config import ConfigError
 
 
 def toy_data(dynamic=True, n=300, d=16, seed=0):
@@ -36,7 +37,7 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, optimizer):
     train(full, data=data, log=lambda *_: None)
 
     part = toy_config(tmp_path / "b", optimizer=optimizer, lr=0.01)
-    s = train(part, data=data, callback=lambda vae, st: st.steps == 37, log=lambda *_: None)   # "Ctrl-C" at step 37
+    s = train(part, data=data, callback=lambda learner, st: st.steps == 37, log=lambda *_: None)   # "Ctrl-C" at step 37
     assert s["status"] == "interrupted" and s["samples"] == 37 * 20
     s2 = train(part, resume=True, data=data, log=lambda *_: None)
     assert s2["status"] == "finished" and s2["samples"] == 3000
@@ -69,12 +70,12 @@ def test_run_writes_its_outputs_and_learns(tmp_path):
 def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     data = toy_data()
     cfg = toy_config(tmp_path, samples=2000)
-    train(cfg, data=data, callback=lambda vae, st: st.steps == 10, log=lambda *_: None)
+    train(cfg, data=data, callback=lambda learner, st: st.steps == 10, log=lambda *_: None)
     good = params_of(cfg.out)
 
-    def poison(vae, st):
+    def poison(learner, st):
         if st.steps == 14:
-            vae.params["dec.logits.b"][0] = np.nan
+            learner.vae.params["dec.logits.b"][0] = np.nan
     with pytest.raises(TrainingDiverged, match=r"step 15"):
         train(cfg, resume=True, data=data, callback=poison, log=lambda *_: None)
     kept = params_of(cfg.out)
@@ -104,17 +105,23 @@ def test_overrides_are_typed_and_checked():
                                                                          "static")
     with pytest.raises(ValueError, match="unknown option --bogus"):
         parse_overrides(["--bogus=1"], TrainConfig())
-    with pytest.raises(ValueError, match="cannot read 'x' as int"):
+    with pytest.raises(ValueError, match="cannot read 'x' as an integer"):
         parse_overrides(["--nz=x"], TrainConfig())
-    with pytest.raises(ValueError, match="optimizer must be one of"):
+    with pytest.raises(ValueError, match="--optimizer must be one of"):
         TrainConfig(optimizer="rmsprop").validate()
 
 
-def test_resume_refuses_to_change_the_model(tmp_path):
+def test_resume_refuses_to_change_the_model(tmp_path, capsys):
     cfg = toy_config(tmp_path, samples=200)
     train(cfg, data=toy_data(), log=lambda *_: None)
-    with pytest.raises(SystemExit, match="cannot change"):
-        main(["--resume", cfg.out, "--nz=3"], TrainConfig())
+    before = params_of(cfg.out)
+    assert main(["--resume", cfg.out, "--nz=3"], TrainConfig()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume cannot change nz") and err.count("\n") == 1
+    with pytest.raises(ConfigError, match="cannot change nz"):
+        train(TrainConfig(**{**cfg.__dict__, "nz": 3}), resume=True, data=toy_data(), log=lambda *_: None)
+    after = params_of(cfg.out)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_lr_probe_picks_by_training_progress_and_then_runs_as_if_given(tmp_path):
@@ -132,7 +139,7 @@ def test_lr_probe_picks_by_training_progress_and_then_runs_as_if_given(tmp_path)
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     import signal
 
-    def press_ctrl_c(vae, st):
+    def press_ctrl_c(learner, st):
         if st.steps == 12:
             os.kill(os.getpid(), signal.SIGINT)       # the real signal, delivered to the handler
     cfg = toy_config(tmp_path, samples=2000)

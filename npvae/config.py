@@ -1,0 +1,188 @@
+"""A run's configuration: the paper's defaults (§5), typed ``--key=value`` overrides, and checks.
+
+Each field says, in its metadata, what it means (``--help`` prints it) and whether ``--resume``
+may change it.  Experiment fields (the model, the data, the optimizer, the seed) fix what a run
+is, so a resume that changed one would silently splice two experiments: it is refused.  Run
+fields (the budget, the display, where data are read from) may change between sessions.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake; the command line prints it as one line ``error: ...``."""
+
+
+def _f(default, help, resumable=False, choices=None):
+    return field(default=default, metadata={"help": help, "resumable": resumable, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """A run's resolved configuration; the defaults are the paper's MNIST setting (§5)."""
+    algorithm: str = _f("aevb", "learning algorithm: aevb (the paper's) or wakesleep (its Fig. 2 baseline)",
+                        choices=("aevb", "wakesleep"))
+    dataset: str = _f("mnist", "mnist or frey (Frey Face)", choices=("mnist", "frey"))
+    binarize: str = _f("dynamic", "MNIST only: dynamic (fresh per minibatch), static (Larochelle's), none (grey)",
+                       choices=("none", "dynamic", "static"))
+    nz: int = _f(20, "latent dimensions; Fig. 2 uses 3, 5, 10, 20, 200 (MNIST) and 2, 5, 10, 20 (Frey)")
+    hidden: tuple = _f((500,), "hidden widths, comma-separated; §5: 500 for MNIST, 200 for Frey Face")
+    activation: str = _f("tanh", "hidden units (App. C: tanh)", choices=("tanh", "relu", "softplus", "sigmoid"))
+    estimator: str = _f("B", "SGVB estimator: A (eq. 6) or B (eq. 7, analytic KL; the paper's experiments)",
+                        choices=("A", "B"))
+    samples: int = _f(3_000_000, "budget in training samples (Fig. 2's x-axis); a resume may extend it",
+                      resumable=True)
+    batch_size: int = _f(100, "minibatch size M (§5: 100)")
+    L: int = _f(1, "samples of z per datapoint (§5: 1)")
+    optimizer: str = _f("adagrad", "adagrad (§5), adam or sgd", choices=("adagrad", "adam", "sgd"))
+    lr: float = _f(0.01, "step size; §5 picks it from {0.01, 0.02, 0.1} (see --lr_probe)")
+    lr_probe: int = _f(0, "> 0: pick lr by the paper's rule, training this many samples per candidate")
+    lr_probe_results: str = _f("", "filled in by the probe: {lr: training bound} as JSON")
+    warmup: int = _f(10, "Adagrad: minibatches that only accumulate g^2 before the first step (authors' code)")
+    prior: str = _f("weights", "N(0, I) parameter prior (§5, MAP) on weights, all parameters, or none",
+                    choices=("weights", "all", "none"))
+    init_std: float = _f(0.01, "initial parameters ~ N(0, init_std^2) (§5: 0.01)")
+    seed: int = _f(0, "seed of the run's generator: initialization, minibatch order, binarization, noise")
+    dtype: str = _f("float64", "float64 or float32", choices=("float64", "float32"))
+    eval_per_decade: int = _f(4, "evaluations per decade of training samples (log-spaced)", resumable=True)
+    eval_max: int = _f(0, "evaluate on at most this many points per set (0: the full sets)")
+    eval_seed: int = _f(1234, "seed of the fixed evaluation noise and the evaluation sets' binarization")
+    frey_n_test: int = _f(0, "Frey Face test-set size (0: the data module's default, 465)")
+    checkpoint_seconds: float = _f(60.0, "write a checkpoint at least this often (seconds)", resumable=True)
+    data_dir: str = _f("", "folder with the data files (default: $NPVAE_DATA_DIR, then ~/.cache/npvae)",
+                       resumable=True)
+    out: str = _f("runs/mnist", "the run's folder", resumable=True)
+    fast: bool = _f(True, "use the fast step where it computes exactly what the readable one does",
+                    resumable=True)
+    progress: bool = _f(True, "show a progress bar", resumable=True)
+    figures: bool = _f(True, "draw the figures at the end of the run", resumable=True)
+
+    def likelihood(self):
+        return "bernoulli" if self.dataset == "mnist" else "gaussian"
+
+    def validate(self):
+        """Check every value (no data is loaded); raise ConfigError naming the option."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
+        for name in ("nz", "samples", "batch_size", "L", "eval_per_decade"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name} must be positive; got {getattr(self, name)}")
+        for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name} must be 0 or more; got {getattr(self, name)}")
+        if not self.hidden or min(self.hidden) <= 0:
+            raise ConfigError(f"--hidden must be positive widths; got {','.join(map(str, self.hidden)) or 'none'}")
+        for name in ("lr", "init_std", "checkpoint_seconds"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"--{name} must be a positive finite number; got {v}")
+        from .data import FREY_N, train_set_size
+        if self.dataset == "frey" and self.frey_n_test >= FREY_N:
+            raise ConfigError(f"--frey_n_test must be below {FREY_N} (the number of Frey Face images)")
+        n_train = train_set_size(self.dataset, self.binarize, self.frey_n_test)
+        if self.batch_size > n_train:
+            raise ConfigError(f"--batch_size {self.batch_size} is larger than the training set ({n_train:,} images)")
+        if self.lr_probe and self.lr_probe < self.batch_size:
+            raise ConfigError(f"--lr_probe {self.lr_probe} is less than one minibatch ({self.batch_size})")
+        return self
+
+    def changes_a_resume_may_not_make(self, other):
+        """Names of the fields in which other differs from self and that a resume may not change."""
+        return [f.name for f in dataclasses.fields(self)
+                if not f.metadata.get("resumable") and getattr(self, f.name) != getattr(other, f.name)]
+
+    @classmethod
+    def from_dict(cls, d, where="config"):
+        """A config from its JSON form (fields missing from an older run take their defaults)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a JSON object")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        values = dict(d)
+        if "hidden" in values:
+            try:
+                values["hidden"] = tuple(int(w) for w in values["hidden"])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: hidden must be a list of widths; got {values['hidden']!r}") from None
+        for k, v in values.items():
+            if not _has_type_of(v, names[k].default):
+                raise ConfigError(f"{where}: {k} must be {type(names[k].default).__name__}; got {v!r}")
+        return cls(**values)
+
+
+def _has_type_of(value, default):
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+# --------------------------------------------------------------------------- command line
+
+def parse_overrides(argv, defaults):
+    """``--key=value`` (or ``--key value``) overrides of a TrainConfig, typed by its fields (nanoGPT style)."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--"):
+            raise ConfigError(f"expected --key=value, got {arg!r} (see --help)")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"unknown option --{key} (see --help for the options)")
+        if not eq:
+            if fields[key].type in (bool, "bool") and (not args or args[0].startswith("--")):
+                value = "true"
+            elif args:
+                value = args.pop(0)
+            else:
+                raise ConfigError(f"--{key} needs a value")
+        values[key] = _convert(key, value, getattr(defaults, key))
+    return dataclasses.replace(defaults, **values)
+
+
+def _convert(key, text, default):
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, tuple):
+            return tuple(int(w) for w in text.split(","))
+        if isinstance(default, int):
+            if "e" in text.lower():
+                v = float(text)
+                if not (math.isfinite(v) and v == int(v)):
+                    raise ValueError(text)
+                return int(v)
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        return text
+    except (ValueError, OverflowError):
+        kind = {bool: "true/false", tuple: "comma-separated integers", int: "an integer", float: "a number"}
+        raise ConfigError(f"--{key}: cannot read {text!r} as {kind.get(type(default), 'text')}") from None
+
+
+def help_text(defaults, prog="", smoke=False):
+    """Every option with its default and its meaning (what ``--help`` prints)."""
+    lines = [f"usage: {prog} [--smoke] [--resume DIR] [--overwrite] [--key=value ...]", "",
+             "  --smoke          a tiny run of the whole pipeline (seconds)" if smoke else "",
+             "  --resume DIR     continue the run in DIR (only run options may change, e.g. --samples)",
+             "  --overwrite      replace the run that --out already holds", "", "options (default):"]
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(defaults, f.name)
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() \
+            if isinstance(value, bool) else repr(value) if value == "" else str(value)
+        lines.append(f"  --{f.name}={shown}".ljust(34) + f"  {f.metadata['help']}")
+    return "\n".join(line for line in lines if line is not None)

@@ -1,0 +1,193 @@
+"""Learning algorithms that plug into the training harness (``npvae.train``).
+
+The harness owns what every learner shares: minibatch order, the budget, evaluation,
+checkpoints, progress, Ctrl-C, history and figures.  A learner owns its model and optimizers
+and does one step on a minibatch:
+
+    learner = LEARNERS[config.algorithm](config, x_dim, n_train, rng)   # builds the model from rng
+    finite  = learner.step(data, idx, rng)        # idx: the minibatch's row indices into data.train_x
+    learner.evaluate(x, eps)                      # average lower bound per datapoint, fixed noise
+    learner.state_arrays() / load_state_arrays()  # flat arrays for the npz checkpoint (no pickle)
+
+It gets the minibatch's indices (not just its rows) because a learner may keep state per
+datapoint (Monte Carlo EM keeps a chain per datapoint).  Every learner takes its minibatch from
+``npvae.data.gather_minibatch`` and its randomness from the generator it is given, so a seed
+fixes a run and a checkpoint of the generator makes a resumed run bitwise the same.
+
+The objective is eq. 8 divided by N: the mean over the minibatch of the per-datapoint objective,
+plus the N(0, I) parameter prior scaled 1/N (M/N per minibatch sum, as in the authors' code).
+"""
+import math
+
+import numpy as np
+
+from .data import gather_minibatch
+from .fast import FastStep, FastWakeSleep, unsupported_reason
+from .model import VAE
+from .optim import has_prior, make_optimizer
+from .wakesleep import dream, sample_posterior, sleep_loss_and_grads, wake_loss_and_grads
+
+
+def prior_grads(params, grads, scale, which):
+    """Add the gradient of -log N(theta; 0, I) * scale to grads, in place, for the parameters
+    the prior covers (``optim.has_prior``: weights only, all, or none)."""
+    for name in grads:
+        if has_prior(name, which):
+            grads[name] += scale * params[name]
+
+
+def evaluate_bound(vae, x, eps, estimator="B", batch_size=1000):
+    """Average lower bound per datapoint over x with the given fixed noise eps: (L, n, Nz)."""
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        total += float(vae.elbo(x[sl], eps[:, sl], estimator).sum(dtype=np.float64))
+    return total / x.shape[0]
+
+
+def _optimizer(config):
+    kwargs = {"lr": config.lr}
+    if config.optimizer == "adagrad":
+        kwargs["warmup"] = config.warmup
+    return make_optimizer(config.optimizer, **kwargs)
+
+
+def _save_optimizer(prefix, opt):
+    return {f"{prefix}/{k}": v for k, v in opt.state_dict().items()}
+
+
+def _load_optimizer(prefix, opt, arrays):
+    opt.load_state_dict({k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")})
+
+
+class Learner:
+    """What every learner shares: the VAE (built from the run's generator first, so a seed fixes
+    the initial parameters), evaluation of the bound, and saving the parameters."""
+
+    name = ""
+
+    def __init__(self, config, x_dim, n_train, rng):
+        self.config = config
+        self.M, self.L, self.prior_scale = config.batch_size, config.L, 1.0 / n_train
+        self.vae = VAE(x_dim, config.nz, config.hidden, config.likelihood(), seed=rng,
+                       dtype=np.dtype(config.dtype), activation=config.activation, init_std=config.init_std)
+        self.implementation = "reference"
+
+    def evaluate(self, x, eps):
+        """The average lower bound per datapoint on x with fixed noise eps (the curves' quantity)."""
+        return evaluate_bound(self.vae, x, eps, self.config.estimator)
+
+    def state_arrays(self):
+        return {f"param/{k}": v for k, v in self.vae.params.items()}
+
+    def load_state_arrays(self, arrays):
+        for k, p in self.vae.params.items():
+            key = f"param/{k}"
+            if key not in arrays:
+                raise ValueError(f"the checkpoint has no {key}: it was not written by this model")
+            saved = arrays[key]
+            if saved.shape != p.shape:
+                raise ValueError(f"{k} has shape {saved.shape} in the checkpoint, {p.shape} in the model")
+            p[...] = saved
+
+    def _gather(self, data, idx, rng):
+        return gather_minibatch(data.train_x, idx, rng, data.dynamic)
+
+    def _normal(self, shape, rng):
+        # float64 draws in either precision: a float32 run sees the same noise as a float64 one
+        return rng.standard_normal(shape).astype(self.vae.dtype)
+
+
+class AEVB(Learner):
+    """Auto-Encoding Variational Bayes (Algorithm 1): one SGVB gradient step on encoder and
+    decoder together.  ``FastStep`` where it computes exactly the same, the readable
+    ``VAE.loss_and_grads`` otherwise (or with ``fast=False``)."""
+
+    name = "aevb"
+
+    def __init__(self, config, x_dim, n_train, rng):
+        super().__init__(config, x_dim, n_train, rng)
+        self.opt = _optimizer(config)
+        self.fast = None
+        reason = unsupported_reason(self.vae, config.estimator, self.opt, config.prior)
+        if config.fast and not reason:
+            self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale)
+            self.implementation = "fast step"
+        elif config.fast:
+            self.implementation = f"reference (the fast step does not implement {reason})"
+
+    def step(self, data, idx, rng):
+        if self.fast is not None:                                    # same arithmetic, preallocated
+            x, eps = self.fast.load_batch(data.train_x, idx, rng, data.dynamic)
+            _, finite = self.fast.step(x, eps)
+            return finite
+        x = self._gather(data, idx, rng)                             # the readable reference
+        eps = self._normal((self.L, len(idx), self.config.nz), rng)
+        loss, grads = self.vae.loss_and_grads(x, eps, self.config.estimator)
+        if not math.isfinite(loss):
+            return False
+        prior_grads(self.vae.params, grads, self.prior_scale, self.config.prior)
+        self.opt.update(self.vae.params, grads)
+        return True
+
+    def state_arrays(self):
+        return {**super().state_arrays(), **_save_optimizer("opt", self.opt)}
+
+    def load_state_arrays(self, arrays):
+        super().load_state_arrays(arrays)
+        _load_optimizer("opt", self.opt, arrays)
+
+
+class WakeSleep(Learner):
+    """Wake-sleep (``npvae.wakesleep``): a wake step on the generative parameters, then a sleep
+    step on the recognition parameters with dreams of the just-updated generative model.
+    Separate optimizers (and Adagrad accumulators) for the two sets, same rule and step size."""
+
+    name = "wakesleep"
+
+    def __init__(self, config, x_dim, n_train, rng):
+        super().__init__(config, x_dim, n_train, rng)
+        self.gen_opt, self.rec_opt = _optimizer(config), _optimizer(config)
+        self.fast = None
+        reason = unsupported_reason(self.vae, "B", self.gen_opt, config.prior)
+        if config.fast and not reason:
+            self.fast = FastWakeSleep(self.vae, self.gen_opt, self.rec_opt, self.M, config.prior, self.prior_scale)
+            self.implementation = "fast step"
+        elif config.fast:
+            self.implementation = f"reference (the fast step does not implement {reason})"
+
+    def step(self, data, idx, rng):
+        if self.fast is not None:
+            return self.fast.step(data.train_x, idx, rng, data.dynamic)
+        params, arch, dtype = self.vae.params, self.vae.arch, self.vae.dtype
+        x = self._gather(data, idx, rng)
+        # wake: z ~ q(z|x), no gradient through it; climb log p(x, z) in the generative parameters
+        z = sample_posterior(params, arch, x, self._normal((len(idx), arch.z_dim), rng))
+        loss, grads = wake_loss_and_grads(params, arch, x, z)
+        if not self._update(self.gen_opt, loss, grads):
+            return False
+        # sleep: dreams of the just-updated generative model; climb log q(z|x) in the recognition parameters
+        x_dream, z_dream = dream(params, arch, len(idx), rng, dtype)
+        loss, grads = sleep_loss_and_grads(params, arch, x_dream, z_dream)
+        return self._update(self.rec_opt, loss, grads)
+
+    def _update(self, opt, loss, grads):
+        if not math.isfinite(loss):
+            return False
+        prior_grads(self.vae.params, grads, self.prior_scale, self.config.prior)
+        if not all(np.isfinite(g).all() for g in grads.values()):
+            return False
+        opt.update({k: self.vae.params[k] for k in grads}, grads)
+        return True
+
+    def state_arrays(self):
+        return {**super().state_arrays(), **_save_optimizer("opt.gen", self.gen_opt),
+                **_save_optimizer("opt.rec", self.rec_opt)}
+
+    def load_state_arrays(self, arrays):
+        super().load_state_arrays(arrays)
+        _load_optimizer("opt.gen", self.gen_opt, arrays)
+        _load_optimizer("opt.rec", self.rec_opt, arrays)
+
+
+LEARNERS = {AEVB.name: AEVB, WakeSleep.name: WakeSleep}
