@@ -139,10 +139,10 @@ def parse_overrides(argv, defaults):
         if key not in fields:
             raise ConfigError(f"unknown option --{key} (see --help for the options)")
         if not eq:
-            if fields[key].type in (bool, "bool") and (not args or args[0].startswith("--")):
-                value = "true"
-            elif args:
+            if args and not args[0].startswith("--"):
                 value = args.pop(0)
+            elif fields[key].type in (bool, "bool"):
+                value = "true"                    # a bare --flag
             else:
                 raise ConfigError(f"--{key} needs a value")
         values[key] = _convert(key, value, getattr(defaults, key))

@@ -355,6 +355,11 @@ def _places(path) -> List[Tuple[str, pathlib.Path]]:
     return places
 
 
+def data_folders(path=None) -> List[str]:
+    """The folders searched for data files, in order: `path`, $NPVAE_DATA_DIR, the cache directory."""
+    return list(dict.fromkeys(str(place) for _, place in _places(path)))
+
+
 def _candidate(label: str, place: pathlib.Path, name: str, allow_file: bool) -> pathlib.Path:
     """Where `name` would be in `place`: inside it, or, for the explicit path argument of
     a single-file set (allow_file) that is not a directory, the path itself."""

@@ -447,6 +447,18 @@ def resolve_config(argv, defaults, smoke_overrides=None):
     return dataclasses.replace(config, out=resume_dir).validate(), True, False
 
 
+def _no_data_message(config):
+    from .data import data_folders
+    if config.dataset == "frey":
+        what, files = "Frey Face", "frey_rawface.mat"
+    elif config.binarize == "static":
+        what, files = "binarized MNIST", "binarized_mnist_train.amat, _valid.amat and _test.amat"
+    else:
+        what, files = "MNIST", "mnist.pkl.gz (or the four MNIST idx files)"
+    return (f"{what} not found: looked for {files} in {', '.join(data_folders(config.data_dir or None))} and could "
+            f"not download it. Put it in a folder and pass --data_dir=FOLDER (or set NPVAE_DATA_DIR)")
+
+
 def main(argv, defaults, smoke_overrides=None, prog=None):
     """Entry point for the example scripts: ``--smoke``, ``--resume DIR``, ``--overwrite``, ``--help``
     and ``--key=value`` overrides.  A user's mistake is one line ``error: ...`` on stderr, exit 2."""
@@ -462,10 +474,8 @@ def main(argv, defaults, smoke_overrides=None, prog=None):
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except DataNotFoundError as e:
-        first = str(e).splitlines()[0]
-        print(f"error: {first} Put mnist.pkl.gz (MNIST) or frey_rawface.mat (Frey Face) in a folder and pass "
-              f"--data_dir=FOLDER, or set NPVAE_DATA_DIR", file=sys.stderr)
+    except DataNotFoundError:
+        print(f"error: {_no_data_message(config)}", file=sys.stderr)
         return 2
     except (TrainingDiverged, ChecksumError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

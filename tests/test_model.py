@@ -4,7 +4,8 @@ from hypothesis import given, settings, strategies as st
 
 from npvae import VAE
 from npvae.gradcheck import check_vae, relative_error, ridders_derivative
-from npvae.model import decoder_backward, decoder_forward, encoder_backward, encoder_forward, mlp_backward, mlp_forward
+from npvae.model import (decoder_backward, decoder_forward, elbo_forward, encoder_backward, encoder_forward,
+                         mlp_backward, mlp_forward)
 
 TOL = 1e-6
 
@@ -141,8 +142,10 @@ def test_encoder_and_decoder_backward_directly():
     def f():
         (m, lv), _ = encoder_forward(vae.params, vae.arch, x)
         return float((m * dmu).sum() + (lv * dlv).sum())
-    num, _ = ridders_derivative(f, x, np.ones_like(x), h0=1e-3)
-    assert relative_error(dx.sum(), num) <= TOL
+    # random directions: along all-ones, a gradient with its entries permuted would pass too
+    d = rng.standard_normal(x.shape)
+    num, _ = ridders_derivative(f, x, d, h0=1e-3)
+    assert relative_error(np.vdot(dx, d), num) <= TOL
     out, dcache = decoder_forward(vae.params, vae.arch, eps)
     douts = tuple(rng.standard_normal(o.shape) for o in out)
     dz, dgrads = decoder_backward(douts, dcache)
@@ -157,9 +160,10 @@ def test_encoder_and_decoder_backward_directly():
     h, mcache = mlp_forward(vae.params, "enc", x, 2, "tanh")
     dh = rng.standard_normal(h.shape)
     dx2, mgrads = mlp_backward(dh, mcache)
+    d = rng.standard_normal((7, 5))
     num, _ = ridders_derivative(lambda: float((mlp_forward(vae.params, "enc", x, 2, "tanh")[0] * dh).sum()),
-                                vae.params["enc.h1.W"], np.ones((7, 5)), h0=1e-3)
-    assert relative_error(mgrads["enc.h1.W"].sum(), num) <= TOL
+                                vae.params["enc.h1.W"], d, h0=1e-3)
+    assert relative_error(np.vdot(mgrads["enc.h1.W"], d), num) <= TOL
 
 
 def test_float32_model_runs_in_float32():
@@ -205,6 +209,29 @@ def test_bad_eps_and_names(vae):
         vae.elbo(x, np.full((1, 2, 3), np.inf))
     with pytest.raises(ValueError, match="unknown estimator 'C'"):
         vae.elbo(x, np.zeros((1, 2, 3)), estimator="C")
+
+
+def test_elbo_forward_checks_the_estimator_and_the_L_axis_itself(vae):
+    """The function level does the cheap checks: a typo in the estimator, or eps without its L axis
+    (which would broadcast into a wrong answer), raise instead of computing something else."""
+    x = np.zeros((2, 7))
+    with pytest.raises(ValueError, match="unknown estimator 'b'"):
+        elbo_forward(vae.params, vae.arch, x, np.zeros((1, 2, 3)), "b")
+    with pytest.raises(ValueError, match=r"eps must have shape \(L, 2, 3\)"):
+        elbo_forward(vae.params, vae.arch, x, np.zeros((2, 3)), "B")
+    with pytest.raises(ValueError, match=r"eps must have shape"):
+        elbo_forward(vae.params, vae.arch, x, np.zeros((1, 1, 3)), "A")
+
+
+def test_permuted_gradient_fails_the_random_direction_check():
+    """The check the tests rely on can fail: a gradient with two entries swapped is caught."""
+    vae, x, eps = small_problem("bernoulli", (5,))
+    _, grads = vae.loss_and_grads(x, eps)
+    g = grads["enc.h1.W"].copy()
+    g.flat[[0, 1]] = g.flat[[1, 0]]
+    d = np.random.default_rng(4).standard_normal(g.shape)
+    num, _ = ridders_derivative(lambda: vae.loss_and_grads(x, eps)[0], vae.params["enc.h1.W"], d)
+    assert relative_error(np.vdot(grads["enc.h1.W"], d), num) <= TOL < relative_error(np.vdot(g, d), num)
 
 
 def test_bad_construction():
