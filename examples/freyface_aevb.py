@@ -4,8 +4,9 @@ Adagrad, M = 100, L = 1, init N(0, 0.01^2), prior on weights.  Pixels are ff.T /
     python examples/freyface_aevb.py
     python examples/freyface_aevb.py --smoke
     python examples/freyface_aevb.py --nz=2 --out=runs/frey_nz2     # with the Fig. 4 manifold
+    python examples/freyface_aevb.py --algorithm=wakesleep --out=runs/frey_ws
 
-Any field of npvae.train.TrainConfig can be overridden as --key=value.
+Any field of npvae.config.TrainConfig can be overridden as --key=value (--help lists them).
 """
 import os
 import sys

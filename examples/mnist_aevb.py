@@ -5,8 +5,11 @@ Adagrad (step 0.01, 10 warm-up minibatches), M = 100, L = 1, init N(0, 0.01^2), 
     python examples/mnist_aevb.py --smoke              # a few seconds: checks that everything runs
     python examples/mnist_aevb.py --nz=2 --samples=1e6 --out=runs/mnist_nz2
     python examples/mnist_aevb.py --resume runs/mnist --samples=1e7   # continue a run to a larger budget
+    python examples/mnist_aevb.py --algorithm=wakesleep --out=runs/mnist_ws   # the paper's baseline (Fig. 2)
+    python examples/mnist_aevb.py --help               # every option, its default and meaning
 
-Any field of npvae.train.TrainConfig can be overridden as --key=value.
+Any field of npvae.config.TrainConfig can be overridden as --key=value.  A folder that holds a run
+is never replaced silently: continue it with --resume, or start over with --overwrite.
 """
 import os
 import sys

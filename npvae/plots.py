@@ -50,6 +50,53 @@ def plot_learning_curves(history, path, title="", paper=None, label="AEVB"):
     _save(fig, path)
 
 
+COLORS = {"aevb": "C3", "wakesleep": "C0", "mcem": "C2"}
+LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep", "mcem": "MCEM"}
+
+
+def draw_fig2_panel(ax, curves, paper_values=None, title=""):
+    """One panel laid out like Fig. 2: training samples on a log x axis, train solid, test dashed,
+    one colour per algorithm, the paper's end values as markers at the right edge.
+
+    curves: {algorithm: history rows (samples, seconds, train, test)}; paper_values:
+    {algorithm: (train, test)} or None."""
+    right = 1e8
+    for alg, history in curves.items():
+        h = np.asarray(history, dtype=float).reshape(-1, 4)
+        if not len(h):
+            continue
+        c = COLORS.get(alg, "k")
+        ax.semilogx(h[:, 0], h[:, 2], "-", color=c, lw=1.5, label=f"{LABELS.get(alg, alg)} train")
+        ax.semilogx(h[:, 0], h[:, 3], "--", color=c, lw=1.5, label=f"{LABELS.get(alg, alg)} test")
+        right = max(right, h[-1, 0])
+    if paper_values:
+        ax.plot([], [], marker="<", color="gray", ls="none", label="paper, end of training (filled: train)")
+    for alg, (tr, te) in (paper_values or {}).items():
+        c = COLORS.get(alg, "k")
+        ax.plot([right], [tr], marker="<", color=c, ms=7, ls="none")
+        ax.plot([right], [te], marker="<", color=c, ms=7, ls="none", mfc="none")
+    ax.set_xlim(1e5, right * 1.3)
+    ax.set_xlabel("# training samples evaluated")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_comparison(curves, path, paper_values=None, title=""):
+    """AEVB against its baselines on one panel (see ``draw_fig2_panel``); the y range follows the
+    curves past 1e5 samples and the paper's values (filled marker: train, open: test)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    draw_fig2_panel(ax, curves, paper_values, title)
+    ys = [np.asarray(h, float).reshape(-1, 4) for h in curves.values()]
+    ys = np.concatenate([h[h[:, 0] >= 1e5][:, 2:].ravel() for h in ys] +
+                        [np.ravel(list((paper_values or {}).values()))])
+    if ys.size:
+        lo, hi = ys.min(), ys.max()
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.08 * (hi - lo) + 1e-9)
+    ax.set_ylabel("average lower bound per datapoint")
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
 def plot_image_grid(images, image_shape, path, title="", n_cols=10):
     fig, ax = plt.subplots(figsize=(n_cols * 0.6, np.ceil(len(images) / n_cols) * 0.6 * image_shape[0] / image_shape[1]))
     ax.imshow(tile(np.asarray(images).reshape((-1,) + tuple(image_shape)), n_cols), cmap="gray", vmin=0, vmax=1)

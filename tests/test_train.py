@@ -148,3 +148,23 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     with np.load(os.path.join(cfg.out, "checkpoint.npz")) as z:
         assert list(z["counters"][:2]) == [240, 12]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # handler restored
+
+
+def test_compare_runs_draws_both_learners_and_tabulates_their_budgets(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "compare_runs", os.path.join(os.path.dirname(__file__), "..", "examples", "compare_runs.py"))
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    data = toy_data()
+    a = toy_config(tmp_path / "a", samples=12_000)
+    w = toy_config(tmp_path / "w", samples=12_000, algorithm="wakesleep")
+    for cfg in (a, w):
+        train(cfg, data=data, log=lambda *_: None)
+    png = tmp_path / "cmp.png"
+    assert compare.main([a.out, w.out, f"--out={png}"]) == 0
+    out = capsys.readouterr().out
+    assert png.stat().st_size > 1000 and "| 10,000 |" in out and "| 12,000 |" in out
+    assert "AEVB train" in out and "wake-sleep train" in out
+    assert compare.main([a.out, str(tmp_path), f"--out={png}"]) == 2             # not a run folder
+    assert capsys.readouterr().err.startswith("error: ")
