@@ -1,0 +1,168 @@
+"""Shared plumbing of the gradient studies (examples/gradient_variance.py, gradcheck_study.py,
+reparam_by_hand.py, bug_zoo.py): the command line, atomic output files, tables, and loading a run.
+
+Nothing here computes a gradient; the studies' own logic lives in the scripts, as importable
+functions, so that tests/test_studies.py can call it.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+from npvae.fileio import atomic_path
+
+
+class UsageError(ValueError):
+    """A bad argument value: reported as one `error: ...` line and exit code 2, no traceback."""
+
+
+class StudyParser(argparse.ArgumentParser):
+    """argparse with the project's error format: `error: ...` on stderr, exit code 2."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def study_parser(name, doc):
+    """The options every study has: --smoke, --seed, --out (default runs/studies/<name>)."""
+    p = StudyParser(prog=f"python examples/{name}.py", description=doc.strip().splitlines()[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a few seconds: small model, few samples (CI)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the one numpy.random.Generator of the run")
+    p.add_argument("--out", default=os.path.join("runs", "studies", name), help="output folder")
+    return p
+
+
+def run(main_body, argv):
+    """Call main_body(argv); a UsageError becomes `error: ...` on stderr and exit code 2."""
+    try:
+        return main_body(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def require(condition, message):
+    if not condition:
+        raise UsageError(message)
+
+
+def nonnegative_int(text):
+    """argparse type: an int >= 0 (what numpy.random.default_rng accepts as a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def positive_int_list(text):
+    """argparse type: '1,10,100' -> (1, 10, 100), every entry a positive int."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- output files
+
+def make_out(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot create the folder ({e.strerror})") from None
+    return path
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def write_csv(path, header, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path, dpi=100):
+    """PNG through a temporary file, so an interrupted run never leaves half a figure."""
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (imported only when a figure is drawn)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def markdown_table(header, rows):
+    """A GitHub markdown table; numbers are written as given (format them first).  A "|" inside a
+    cell (|f|, p(x|z)) is escaped, so that it does not start a new column."""
+    def cell(c):
+        return str(c).replace("|", "\\|")
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- data and runs
+
+def synthetic_binary(rng, n, x_dim, n_prototypes=4, flip=0.05):
+    """n binary vectors (n, x_dim): noisy copies of a few random prototypes (a stand-in for MNIST).
+
+    Structured enough that a VAE has something to learn, and needs no data files.
+    """
+    prototypes = rng.random((n_prototypes, x_dim)) < 0.5
+    which = rng.integers(0, n_prototypes, size=n)
+    flips = rng.random((n, x_dim)) < flip
+    return (prototypes[which] ^ flips).astype(np.float64)
+
+
+def load_run(run_dir, dtype=np.float64):
+    """The model of a training run's folder: DIR/config.json (nz, hidden, dataset, activation) and
+    DIR/checkpoint.npz (arrays "param/<name>").  Returns (VAE, config dict)."""
+    from npvae import VAE
+
+    cfg_path, ckpt_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "checkpoint.npz")
+    for p in (cfg_path, ckpt_path):
+        require(os.path.isfile(p), f"--checkpoint {run_dir}: {os.path.basename(p)} not found")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    with np.load(ckpt_path, allow_pickle=False) as z:
+        params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
+    require("enc.h1.W" in params, f"--checkpoint {run_dir}: checkpoint.npz holds no param/enc.h1.W")
+    likelihood = "bernoulli" if cfg.get("dataset", "mnist") == "mnist" else "gaussian"
+    vae = VAE(params["enc.h1.W"].shape[0], int(cfg["nz"]), tuple(cfg["hidden"]), likelihood, seed=0,
+              dtype=dtype, activation=cfg.get("activation", "tanh"))
+    require(set(params) == set(vae.params),
+            f"--checkpoint {run_dir}: parameters {sorted(set(params) ^ set(vae.params))} do not match config.json")
+    for k in vae.params:
+        require(params[k].shape == vae.params[k].shape,
+                f"--checkpoint {run_dir}: {k} has shape {params[k].shape}, config.json implies {vae.params[k].shape}")
+        vae.params[k][...] = params[k]
+    return vae, cfg
+
+
+def fmt(x, spec=".3g"):
+    """A number for a table; NaN as an em dash."""
+    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)

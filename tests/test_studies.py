@@ -1,0 +1,187 @@
+"""The gradient studies in examples/ (issue 11): each --smoke run writes its outputs, and the
+properties they exist to show hold -- with fixed seeds, so nothing here is left to chance."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import bug_zoo  # noqa: E402
+import gradcheck_study  # noqa: E402
+import gradient_variance  # noqa: E402
+import reparam_by_hand  # noqa: E402
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- reparam_by_hand
+
+def test_reparam_by_hand_every_derivative_matches_finite_differences(tmp_path, capsys):
+    assert reparam_by_hand.main(["--smoke", "--out", str(tmp_path)]) == 0
+    for name in ("local_derivatives.md", "local_derivatives.csv", "weight_paths.md", "weight_paths.csv"):
+        assert (tmp_path / name).stat().st_size > 100
+    assert (tmp_path / "reparam_by_hand.png").stat().st_size > 5000
+    assert "match their finite differences" in capsys.readouterr().out
+
+    vae, x, eps = reparam_by_hand.make_setup(seed=0)
+    (mu, logvar), _ = reparam_by_hand.encoder_forward(vae.params, vae.arch, x)
+    local = reparam_by_hand.local_derivatives(mu, logvar, eps)
+    assert len(local) == 6 * 2                                   # six derivatives per latent
+    assert max(r["rel_error"] for r in local) <= 1e-6
+    sigma = np.exp(0.5 * logvar[0])
+    by_name = {(r["derivative"].split(" =")[0], r["j"]): r["formula"] for r in local}
+    for j in range(2):                                           # the formulas are the textbook ones
+        assert by_name[("dz/dmu", j)] == 1.0
+        assert by_name[("dz/dsigma", j)] == eps[0, 0, j]
+        assert np.isclose(by_name[("dsigma/dlogvar", j)], sigma[j] / 2)
+    terms, totals = reparam_by_hand.weight_paths(vae, x, eps)
+    assert max(r["rel_error"] for r in totals) <= 1e-6
+    assert {t["path"] for t in terms} >= {"reconstruction", "KL"}
+
+
+# --------------------------------------------------------------------------- gradcheck_study
+
+def test_gradcheck_study_finds_the_v_and_float32_needs_a_larger_step(tmp_path):
+    assert gradcheck_study.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "gradcheck_study.png").stat().st_size > 5000
+    assert len(read_csv(tmp_path / "curves.csv")) == 10 * 2 * 45          # tensors x dtypes x steps
+    rows = {(r["tensor"], r["dtype"]): r for r in read_csv(tmp_path / "gradcheck_table.csv")}
+    best64 = float(rows[("enc.logvar.W", "float64")]["best h central"])
+    best32 = float(rows[("enc.logvar.W", "float32")]["best h central"])
+    assert 1e-7 <= best64 <= 1e-2
+    assert best32 > best64
+    for (tensor, dtype), r in rows.items():
+        if dtype == "float64":
+            assert float(r["min error central"]) < 1e-6, tensor        # the V's floor is a usable check
+            assert float(r["min error forward"]) > float(r["min error central"]), tensor
+
+
+def test_forward_difference_restores_the_parameter_exactly():
+    x = np.array([0.1, 0.2])
+    d = np.array([1.0, -1.0])
+    value = gradcheck_study.forward_difference(lambda: float((x ** 2).sum()), x, d, 1e-3, 0.05)
+    assert np.isclose(value, 0.2 - 0.4, atol=3e-3) and x.tolist() == [0.1, 0.2]
+
+
+# --------------------------------------------------------------------------- gradient_variance
+
+def test_three_estimates_equal_the_librarys_estimators():
+    from npvae import VAE, reconstruction_grads
+    from npvae.model import decoder_forward, log_likelihood_forward
+    rng = np.random.default_rng(0)
+    vae = VAE(6, 2, 4, seed=1, init_std=0.5)
+    x = (rng.random((3, 6)) < 0.5).astype(float)
+    eps, eps_b = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
+    g = gradient_variance.encoder_gradient_estimates(vae, x, eps, eps_b)
+    mu, logvar = vae.encode(x)
+    z_b = mu + np.exp(0.5 * logvar) * eps_b                     # independent draws -> b = mean log p(x|z')
+    baseline = log_likelihood_forward("bernoulli", x, decoder_forward(vae.params, vae.arch, z_b)[0])[0].mean(0)
+    for method, key, b in (("reparam", "reparam", 0.0), ("score", "score", 0.0), ("score", "score_baseline", baseline)):
+        ref = reconstruction_grads(vae, x, eps, method, baseline=b)
+        for k in ref:
+            assert np.allclose(g[key][k], ref[k], rtol=1e-10, atol=1e-14), (key, k)
+
+
+def _variance_rows(path):
+    rows = read_csv(path)
+    for r in rows:
+        r["L"], r["repeats"], r["variance"] = int(r["L"]), int(r["repeats"]), float(r["variance"])
+        r["z"] = float(r["z_vs_pathwise"]) if r["z_vs_pathwise"] else np.nan
+    return rows
+
+
+def test_gradient_variance_smoke_score_function_is_noisier_and_both_are_unbiased(tmp_path):
+    assert gradient_variance.main(["--smoke", "--out", str(tmp_path)]) == 0
+    for name in ("variance.csv", "variance_ratio.md", "variance_vs_L.png", "variance_ratio.png"):
+        assert (tmp_path / name).stat().st_size > 100
+    rows = _variance_rows(tmp_path / "variance.csv")
+    ratios = gradient_variance.ratios(rows)
+    assert {L for (_, L) in ratios} == {1, 10, 100}
+    for (tensor, L), (no_baseline, with_baseline) in ratios.items():
+        assert no_baseline > 1.0, (tensor, L)          # > 10x: the score function is far noisier
+        assert with_baseline > 0.0, (tensor, L)        # a baseline helps but does not close the gap
+        assert with_baseline < no_baseline, (tensor, L)
+    threshold, n = gradient_variance.z_threshold(rows)
+    zs = [abs(r["z"]) for r in rows if r["estimator"] != "reparam"]
+    assert len(zs) == n and max(zs) < threshold       # same mean: the difference is variance, not bias
+    assert -1.2 < gradient_variance.slope(rows, "reparam") < -0.8     # a mean of L draws: variance ~ 1/L
+
+
+def test_gradient_variance_reads_a_training_runs_checkpoint(tmp_path):
+    from npvae import VAE
+    run = tmp_path / "run"
+    run.mkdir()
+    trained = VAE(64, 4, 32, seed=5, init_std=0.3)      # stands in for a trained model
+    np.savez(run / "checkpoint.npz", **{f"param/{k}": v for k, v in trained.params.items()})
+    (run / "config.json").write_text(json.dumps({"nz": 4, "hidden": [32], "dataset": "mnist"}))
+    out = tmp_path / "out"
+    assert gradient_variance.main(["--smoke", "--checkpoint", str(run), "--L", "1,10", "--out", str(out)]) == 0
+    rows = read_csv(out / "variance.csv")
+    assert {r["state"] for r in rows} == {"init", "trained"}
+
+
+# --------------------------------------------------------------------------- bug_zoo
+
+def test_bug_zoo_model_without_a_bug_is_npvaes_model():
+    from npvae import VAE
+    from npvae.model import elbo_backward, elbo_forward
+    rng = np.random.default_rng(0)
+    params = bug_zoo.init_params(rng, 0.5)
+    vae = VAE(bug_zoo.X_DIM, bug_zoo.Z_DIM, bug_zoo.HIDDEN, seed=0)
+    for k in vae.params:
+        vae.params[k][...] = params[k]
+    x = (rng.random((5, bug_zoo.X_DIM)) < 0.5).astype(float)
+    eps = rng.standard_normal((3, 5, bug_zoo.Z_DIM))
+    model = bug_zoo.ModelUnderTest("none")
+    elbo, cache = model.elbo(params, x, eps)
+    ref, ref_cache = elbo_forward(vae.params, vae.arch, x, eps, "B")
+    assert np.allclose(elbo, ref, rtol=1e-12, atol=1e-12)
+    delbo = rng.standard_normal(5)
+    grads, ref_grads = model.elbo_backward(params, delbo, cache), elbo_backward(delbo, ref_cache)
+    for k in ref_grads:
+        assert np.allclose(grads[k], ref_grads[k], rtol=1e-10, atol=1e-12), k
+    with pytest.raises(ValueError, match="unknown bug"):
+        bug_zoo.ModelUnderTest("typo")
+
+
+def test_bug_zoo_every_bug_is_caught_and_the_control_by_none(tmp_path):
+    assert bug_zoo.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "bug_zoo.png").stat().st_size > 5000
+    assert "| `none`: no bug (control) |" in (tmp_path / "bug_zoo.md").read_text()
+    rows = {r["bug"]: r for r in read_csv(tmp_path / "bug_zoo.csv")}
+    assert set(rows) == set(bug_zoo.BUGS)
+    caught = {bug: [c for c in bug_zoo.CHECKS if r[f"{c}_caught"] == "1"] for bug, r in rows.items()}
+    assert caught.pop("none") == []                       # no check fires without a bug
+    for bug, checks in caught.items():
+        assert checks, f"{bug} slipped past every check"
+    # value-consistent bugs slip past the gradient check: that is why the other checks exist
+    for bug in ("pow_sigma", "sampler_log_sigma", "kl_sign"):
+        assert "a_gradcheck" not in caught[bug], bug
+    assert caught["clipped_bce"] == ["a_extreme"]          # only extreme logits expose the clip
+    # margins: the control stays well inside every threshold
+    control = rows["none"]
+    assert float(control["a_gradcheck_statistic"]) < 1e-8
+    for c in ("b_mc_kl", "c1_a_vs_b", "c2_path_vs_score"):
+        assert float(control[f"{c}_statistic"]) < 0.75 * float(control[f"{c}_threshold"]), c
+
+
+# --------------------------------------------------------------------------- the command line
+
+@pytest.mark.parametrize("script,args", [("gradcheck_study.py", ["--per-decade", "0"]),
+                                         ("gradient_variance.py", ["--L", "0,10"]),
+                                         ("bug_zoo.py", ["--bug", "nonsense"])])
+def test_bad_arguments_give_one_error_line_and_exit_code_2(script, args, tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
