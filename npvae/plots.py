@@ -50,6 +50,7 @@ def plot_learning_curves(history, path, title="", paper=None, label="AEVB"):
     _save(fig, path)
 
 
+FIG2_LEFT = 1e5          # Fig. 2's x axis starts at 10^5 training samples
 COLORS = {"aevb": "C3", "wakesleep": "C0", "mcem": "C2"}
 LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep", "mcem": "MCEM"}
 
@@ -61,6 +62,8 @@ def draw_fig2_panel(ax, curves, paper_values=None, title=""):
     curves: {algorithm: history rows (samples, seconds, train, test)}; paper_values:
     {algorithm: (train, test)} or None."""
     right = 1e8
+    reached = max((np.asarray(h, float).reshape(-1, 4)[-1, 0] for h in curves.values() if len(h)), default=1e8)
+    left = FIG2_LEFT if reached > 10 * FIG2_LEFT else 1e4          # a smoke run's curves start earlier
     for alg, history in curves.items():
         h = np.asarray(history, dtype=float).reshape(-1, 4)
         if not len(h):
@@ -75,23 +78,29 @@ def draw_fig2_panel(ax, curves, paper_values=None, title=""):
         c = COLORS.get(alg, "k")
         ax.plot([right], [tr], marker="<", color=c, ms=7, ls="none")
         ax.plot([right], [te], marker="<", color=c, ms=7, ls="none", mfc="none")
-    ax.set_xlim(1e5, right * 1.3)
+    ax.set_xlim(left, right * 1.3)
+    return left
     ax.set_xlabel("# training samples evaluated")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def fit_y(ax, curves, paper_values, left):
+    """A y range that shows the curves right of `left` and the paper's values."""
+    ys = [np.asarray(h, float).reshape(-1, 4) for h in curves.values() if len(h)]
+    ys = np.concatenate([h[h[:, 0] >= left][:, 2:].ravel() for h in ys] +
+                        [np.ravel(list((paper_values or {}).values())), np.zeros(0)])
+    if ys.size:
+        lo, hi = ys.min(), ys.max()
+        ax.set_ylim(lo - 0.05 * (hi - lo) - 1e-9, hi + 0.08 * (hi - lo) + 1e-9)
 
 
 def plot_comparison(curves, path, paper_values=None, title=""):
     """AEVB against its baselines on one panel (see ``draw_fig2_panel``); the y range follows the
     curves past 1e5 samples and the paper's values (filled marker: train, open: test)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    draw_fig2_panel(ax, curves, paper_values, title)
-    ys = [np.asarray(h, float).reshape(-1, 4) for h in curves.values()]
-    ys = np.concatenate([h[h[:, 0] >= 1e5][:, 2:].ravel() for h in ys] +
-                        [np.ravel(list((paper_values or {}).values()))])
-    if ys.size:
-        lo, hi = ys.min(), ys.max()
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.08 * (hi - lo) + 1e-9)
+    left = draw_fig2_panel(ax, curves, paper_values, title)
+    fit_y(ax, curves, paper_values, left)
     ax.set_ylabel("average lower bound per datapoint")
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)

@@ -1,0 +1,107 @@
+"""Reproduce Figure 2: AEVB against wake-sleep over latent sizes, on MNIST or Frey Face.
+
+    python examples/figure2.py --dataset=mnist --nz=3,5,10,20,200 --samples=1e8
+    python examples/figure2.py --dataset=frey --nz=2,5,10,20 --samples=1e8
+    python examples/figure2.py --dataset=mnist --smoke                 # the whole pipeline in seconds
+    python examples/figure2.py --dataset=mnist --scheduler=tcp://10.0.0.5:8786   # on a Dask cluster
+
+Each (algorithm, Nz) run lives in its own folder under --out (default runs/fig2_<dataset>):
+500 hidden units for MNIST, 200 for Frey Face, everything else the paper's protocol (§5).
+Re-running the command skips finished runs, resumes unfinished ones and extends runs to a larger
+--samples.  After every run the sweep redraws fig2.png (one panel per Nz, train solid, test
+dashed, the paper's end values marked) and fig2_table.md / .csv (every cell at the budget its
+run has reached, beside the paper's value, failures with their reason).
+
+Local runs go to a process pool: --jobs=N workers with --threads BLAS threads each (default: all
+cores split over the jobs).  With --scheduler the runs go to an existing Dask cluster
+(pip install -e ".[dask]"); a run is an ordinary function of its config, so a worker needs only
+npvae and the data (--data_dir as the workers see it).  A Dask scheduler runs whatever code it is
+sent: keep it on a trusted network, or use TLS (--tls-ca-file, --tls-cert, --tls-key).
+Any TrainConfig field (--dtype=float32, --binarize=static, --seed=1, ...) passes through to every run.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from npvae import sweep  # noqa: E402
+from npvae.config import ConfigError, TrainConfig, parse_overrides  # noqa: E402
+from npvae.paper import HIDDEN  # noqa: E402
+
+SMOKE = dict(samples=20_000, eval_max=1000, checkpoint_seconds=5.0, figures=False)
+SWEEP_OPTIONS = ("--nz", "--jobs", "--threads", "--scheduler", "--tls-ca-file", "--tls-cert", "--tls-key",
+                 "--algorithms")
+
+
+def parse(argv):
+    argv = list(argv)
+    smoke = "--smoke" in argv
+    if smoke:
+        argv.remove("--smoke")
+    opts, rest = {}, []
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if key in SWEEP_OPTIONS:
+            if not eq or not value:
+                raise ConfigError(f"{key} needs a value: {key}=...")
+            opts[key[2:].replace("-", "_")] = value
+        else:
+            rest.append(a)
+    dataset = next((a.partition("=")[2] for a in rest if a.startswith("--dataset=")), "mnist")
+    if dataset not in sweep.FIG2_NZ:
+        raise ConfigError(f"--dataset must be mnist or frey; got {dataset!r}")
+    defaults = TrainConfig(dataset=dataset, hidden=(HIDDEN[dataset],), samples=100_000_000,
+                           lr=0.01 if dataset == "mnist" else 0.02, out=f"runs/fig2_{dataset}", figures=False)
+    if smoke:
+        defaults = TrainConfig(**{**defaults.__dict__, **SMOKE, "out": f"runs/fig2_{dataset}_smoke"})
+    base = parse_overrides(rest, defaults)
+    try:
+        nzs = tuple(int(v) for v in opts.get("nz", ",".join(map(str, (3, 10) if smoke and dataset == "mnist" else
+                                                                      (2, 5) if smoke else sweep.FIG2_NZ[dataset])))
+                    .split(","))
+        algorithms = tuple(opts.get("algorithms", ",".join(sweep.ALGORITHMS)).split(","))
+        cores = os.cpu_count() or 1
+        jobs = int(opts.get("jobs", max(1, cores)))
+        threads = int(opts.get("threads", max(1, cores // jobs)))
+    except ValueError as e:
+        raise ConfigError(f"cannot read a sweep option ({e})") from None
+    if min(nzs) <= 0 or jobs <= 0 or threads <= 0:
+        raise ConfigError("--nz, --jobs and --threads must be positive")
+    if set(algorithms) - set(sweep.ALGORITHMS):
+        raise ConfigError(f"--algorithms must be among {', '.join(sweep.ALGORITHMS)}")
+    for nz in nzs:
+        TrainConfig(**{**base.__dict__, "nz": nz}).validate()
+    security = None
+    if any(k in opts for k in ("tls_ca_file", "tls_cert", "tls_key")):
+        from distributed.security import Security
+        security = Security(tls_ca_file=opts.get("tls_ca_file"), tls_client_cert=opts.get("tls_cert"),
+                            tls_client_key=opts.get("tls_key"), require_encryption=True)
+    return base, nzs, algorithms, jobs, threads, opts.get("scheduler"), security
+
+
+def main(argv):
+    if "--help" in argv or "-h" in argv:
+        print(__doc__)
+        return 0
+    try:
+        base, nzs, algorithms, jobs, threads, scheduler, security = parse(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = base.out
+    specs = sweep.plan_sweep(base, out, nzs, algorithms)
+    where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local job(s) x {threads} BLAS thread(s)"
+    print(f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run, {where}")
+    for s in specs:
+        print(f"  {s.name}: {s.action}")
+    results = sweep.run_sweep(specs, out, base.dataset, nzs, algorithms, jobs=jobs, threads=threads,
+                              scheduler=scheduler, security=security, data_dir=base.data_dir or None)
+    _, table = sweep.redraw(out, base.dataset, nzs, algorithms)
+    print(table)
+    print(f"figure: {os.path.join(out, 'fig2.png')}")
+    failed = [n for n, r in results.items() if r["status"] == "failed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
