@@ -75,3 +75,24 @@ def test_unknown_method_is_an_error():
     vae = VAE(4, 2, 3, seed=0)
     with pytest.raises(ValueError, match="unknown method"):
         reconstruction_grads(vae, np.zeros((2, 4)), np.zeros((1, 2, 2)), "pathwise")
+
+
+def test_the_sampler_draws_from_the_density_the_kl_assumes():
+    """Monte Carlo KL with the library's own sampler, E_q[log q(z) - log p(z)], against the analytic
+    KL: a sampler that read logvar as log sigma (or exp(0.5 ** logvar)) fails this, though each
+    piece would pass its own gradient check."""
+    from npvae import distributions as D
+    from npvae.model import standard_normal_logpdf_forward
+    from npvae.stochastic import sample_forward
+    rng = np.random.default_rng(8)
+    mu, logvar = rng.standard_normal((4, 3)), rng.uniform(-3, 2, (4, 3))
+    z, _ = sample_forward(mu, logvar, rng.standard_normal((200_000, 4, 3)))
+    log_q, _ = D.gaussian_logpdf_forward(z, mu, logvar)
+    log_p, _ = standard_normal_logpdf_forward(z)
+    mc = log_q - log_p                                                  # (n, 4)
+    kl, _ = D.kl_standard_normal_forward(mu, logvar)
+    se = mc.std(axis=0) / np.sqrt(mc.shape[0])
+    assert (np.abs(mc.mean(axis=0) - kl) / se).max() < 5.0
+    z_bad = mu + np.exp(logvar) * rng.standard_normal((200_000, 4, 3))  # logvar read as log sigma
+    bad = D.gaussian_logpdf_forward(z_bad, mu, logvar)[0] - standard_normal_logpdf_forward(z_bad)[0]
+    assert (np.abs(bad.mean(axis=0) - kl) / (bad.std(axis=0) / np.sqrt(200_000))).max() > 20.0
