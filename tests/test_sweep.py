@@ -1,0 +1,120 @@
+"""The Figure 2 sweep: planning (skip, resume, extend), a failing run reported without stopping
+the others, the figure and table from whatever the runs wrote, and the Dask path on a local cluster."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from npvae import sweep
+from npvae.config import TrainConfig
+from npvae.train import train
+
+from .test_train import toy_data
+
+
+def base_config(tmp_path, **kw):
+    return TrainConfig(**{**dict(nz=2, hidden=(8,), samples=400, batch_size=20, checkpoint_seconds=1e9,
+                                 progress=False, figures=False, warmup=2, out=str(tmp_path)), **kw})
+
+
+def test_plan_orders_the_informative_cells_first_and_skips_resumes_extends(tmp_path):
+    base = base_config(tmp_path, dataset="mnist")
+    specs = sweep.plan_sweep(base, str(tmp_path), (3, 5, 20))
+    assert [s.name for s in specs] == ["aevb_nz20", "wakesleep_nz20", "aevb_nz3", "wakesleep_nz3",
+                                       "aevb_nz5", "wakesleep_nz5"]
+    assert {s.action for s in specs} == {"new"}
+    cfg = TrainConfig.from_dict(specs[0].config)
+    assert (cfg.algorithm, cfg.nz, cfg.out) == ("aevb", 20, os.path.join(str(tmp_path), "aevb_nz20"))
+    data = toy_data()
+    done = dataclasses.replace(base, nz=2, out=os.path.join(str(tmp_path), "aevb_nz2"))
+    train(done, data=data, log=lambda *_: None)                                  # finished at 400
+    half = dataclasses.replace(done, algorithm="wakesleep", out=os.path.join(str(tmp_path), "wakesleep_nz2"))
+    train(half, data=data, callback=lambda learner, st: st.steps == 5, log=lambda *_: None)
+    actions = {s.name: s.action for s in sweep.plan_sweep(base, str(tmp_path), (2,))}
+    assert actions == {"aevb_nz2": "skip", "wakesleep_nz2": "resume"}
+    actions = {s.name: s.action for s in sweep.plan_sweep(base, str(tmp_path), (2,), budget=800)}
+    assert actions == {"aevb_nz2": "resume", "wakesleep_nz2": "resume"}          # a larger budget extends
+
+
+def test_run_spec_extends_a_run_and_reports_a_failure_instead_of_raising(tmp_path, monkeypatch):
+    import npvae.train
+    def load(config):                     # the nz=3 run gets a NaN in its data: it must fail, alone
+        data = toy_data(dynamic=False)
+        if config.nz == 3:
+            data.train_x[:, 0] = np.nan
+        return data
+    monkeypatch.setattr(npvae.train, "_load_data", load)
+    base = base_config(tmp_path)
+    [spec] = [s for s in sweep.plan_sweep(base, str(tmp_path), (2,), ("aevb",))]
+    assert sweep.run_spec(spec)["status"] == "finished"
+    [spec] = sweep.plan_sweep(base, str(tmp_path), (2,), ("aevb",), budget=800)
+    result = sweep.run_spec(spec)
+    assert result["status"] == "finished" and result["samples"] == 800
+    bad = sweep.RunSpec("aevb_nz3", {**spec.config, "nz": 3, "out": str(tmp_path / "aevb_nz3")}, "new")
+    result = sweep.run_spec(bad)                                                # diverges: reported, not raised
+    assert result["status"] == "failed" and "non-finite" in result["reason"]
+
+
+def test_table_and_figure_show_a_half_finished_sweep(tmp_path):
+    base = base_config(tmp_path, dataset="frey", samples=12_000)
+    data = toy_data()
+    train(dataclasses.replace(base, nz=5, out=str(tmp_path / "aevb_nz5")), data=data, log=lambda *_: None)
+    json.dump({"wakesleep_nz5": "worker died"}, open(tmp_path / "failures.json", "w"))
+    rows, text = sweep.redraw(str(tmp_path), "frey", (2, 5))
+    cell = {(r["algorithm"], r["nz"]): r for r in rows}
+    assert cell[("aevb", 5)]["samples_reached"] == 12_000 and cell[("aevb", 5)]["paper_test"] == 1110.0
+    assert cell[("wakesleep", 5)]["status"] == "failed: worker died"
+    assert cell[("aevb", 2)]["status"] == "not started"
+    assert "| frey | 5 | aevb | 12,000 |" in text and (tmp_path / "fig2_table.csv").stat().st_size > 100
+    assert (tmp_path / "fig2.png").stat().st_size > 5000
+
+
+def have_data(name):
+    from npvae import data
+    try:
+        data.find_file(name, download=False)
+        return True
+    except data.DataNotFoundError:
+        return False
+
+
+def test_smoke_sweep_on_a_dask_local_cluster(tmp_path):
+    """The whole pipeline through Dask: a LocalCluster bound to 127.0.0.1, two processes."""
+    distributed = pytest.importorskip("distributed")
+    if not have_data("frey_rawface.mat"):
+        pytest.skip("frey_rawface.mat not found: set NPVAE_DATA_DIR")
+    base = base_config(tmp_path, dataset="frey", hidden=(20,), samples=2000, batch_size=100, eval_max=200)
+    specs = sweep.plan_sweep(base, str(tmp_path), (2,))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
+                                  dashboard_address=None) as cluster:
+        results = sweep.run_sweep(specs, str(tmp_path), "frey", (2,), scheduler=cluster.scheduler_address,
+                                  log=lambda *_: None)
+    assert {r["status"] for r in results.values()} == {"finished"}
+    rows = sweep.collect(str(tmp_path), "frey", (2,))
+    assert all(r["samples_reached"] == 2000 and np.isfinite(r["test"]) for r in rows)
+    again = sweep.plan_sweep(base, str(tmp_path), (2,))
+    assert {s.action for s in again} == {"skip"}                                # re-running skips them
+
+
+@pytest.mark.parametrize("dataset,needs", [("mnist", "mnist.pkl.gz"), ("frey", "frey_rawface.mat")])
+def test_figure2_smoke(dataset, needs, tmp_path):
+    """`python examples/figure2.py --smoke`: both algorithms, two Nz, a local pool of two jobs."""
+    import subprocess
+    import sys
+    if not have_data(needs):
+        pytest.skip(f"{needs} not found: set NPVAE_DATA_DIR")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "figure2.py"), f"--dataset={dataset}",
+                           "--smoke", "--jobs=2", f"--out={out}"], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, MPLBACKEND="Agg"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(__import__("csv").DictReader(open(out / "fig2_table.csv")))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
+    assert {r["algorithm"] for r in rows} == {"aevb", "wakesleep"} and (out / "fig2.png").stat().st_size > 5000
+    again = subprocess.run([sys.executable, os.path.join(root, "examples", "figure2.py"), f"--dataset={dataset}",
+                            "--smoke", "--jobs=2", f"--out={out}"], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, MPLBACKEND="Agg"))
+    assert again.returncode == 0 and again.stdout.count(": skip") == 4
