@@ -33,7 +33,7 @@ from _study import make_out, markdown_table, pyplot, require, run, save_figure, 
 from _study import write_csv, write_text  # noqa: E402
 
 from npvae import VAE  # noqa: E402
-from npvae.gradcheck import central_difference, ridders_derivative  # noqa: E402
+from npvae.gradcheck import central_difference, richardson, ridders_derivative  # noqa: E402
 
 DTYPES = (np.float64, np.float32)
 
@@ -77,7 +77,7 @@ def forward_difference(f, x, direction, h, f0):
 
 def ridders_second_derivative(f, x, direction, h0=1e-1, shrink=2.0, n_steps=8):
     """f''(0) along direction from second differences (f(h) - 2 f(0) + f(-h)) / h^2 at shrinking h,
-    extrapolated like Ridders' first derivative (the error is again a series in h^2)."""
+    extrapolated by npvae.gradcheck.richardson (the error is again a series in h^2)."""
     saved = x.copy()
 
     def at(t):
@@ -88,21 +88,7 @@ def ridders_second_derivative(f, x, direction, h0=1e-1, shrink=2.0, n_steps=8):
             x[...] = saved
 
     f0 = f()
-    h, table, best, err = h0, [], np.nan, np.inf
-    for i in range(n_steps):
-        row = [(at(h) - 2.0 * f0 + at(-h)) / (h * h)]
-        fac = shrink * shrink
-        for j in range(1, i + 1):
-            row.append((row[j - 1] * fac - table[i - 1][j - 1]) / (fac - 1.0))
-            fac *= shrink * shrink
-            err_j = max(abs(row[j] - row[j - 1]), abs(row[j] - table[i - 1][j - 1]))
-            if err_j <= err:
-                best, err = row[j], err_j
-        table.append(row)
-        if i > 1 and abs(row[i] - table[i - 1][i - 1]) >= 2.0 * err:
-            break
-        h /= shrink
-    return best, err
+    return richardson(lambda h: (at(h) - 2.0 * f0 + at(-h)) / (h * h), h0, shrink, n_steps)
 
 
 def derivatives_along(vae, x, eps, name, d):

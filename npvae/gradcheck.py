@@ -50,21 +50,17 @@ def central_difference(f, x, direction, h):
     return (f_plus - f_minus) / (2.0 * h)
 
 
-def ridders_derivative(f, x, direction, h0=1e-2, shrink=1.4, n_steps=10):
-    """Central differences at shrinking steps h0, h0/1.4, ..., extrapolated to h -> 0 (Ridders' method).
+def richardson(estimate, h0=1e-2, shrink=1.4, n_steps=10):
+    """Ridders' tableau: estimate(h) at h0, h0/shrink, ... extrapolated to h -> 0, for any
+    difference quotient whose error is a series in h^2 (central first or second differences).
 
-    Returns (derivative, error estimate).  One fixed h cannot serve every tensor:
-    a loss of ~500 nats carries ~1e-13 of round-off, which swamps a derivative
-    of 1e-4 at h = 1e-6, while a large h meets curvature.  Richardson's tableau
-    cancels the h^2, h^4, ... terms and stops when round-off starts to win
-    (Numerical Recipes, ``dfridr``).
-    """
-    big = np.inf
-    table = [[central_difference(f, x, direction, h0)]]
-    best, err, h = table[0][0], big, h0
+    Returns (value, error estimate).  Stops when the higher orders start to get worse, i.e. when
+    round-off starts to win (Numerical Recipes, ``dfridr``)."""
+    table = [[estimate(h0)]]
+    best, err, h = table[0][0], np.inf, h0
     for i in range(1, n_steps):
         h /= shrink
-        row = [central_difference(f, x, direction, h)]
+        row = [estimate(h)]
         fac = shrink * shrink
         for j in range(1, i + 1):
             row.append((row[j - 1] * fac - table[i - 1][j - 1]) / (fac - 1.0))
@@ -76,6 +72,17 @@ def ridders_derivative(f, x, direction, h0=1e-2, shrink=1.4, n_steps=10):
         if abs(row[i] - table[i - 1][i - 1]) >= 2.0 * err:   # higher order is only getting worse
             break
     return best, err
+
+
+def ridders_derivative(f, x, direction, h0=1e-2, shrink=1.4, n_steps=10):
+    """Central differences at shrinking steps h0, h0/1.4, ..., extrapolated to h -> 0 (Ridders' method).
+
+    Returns (derivative, error estimate).  One fixed h cannot serve every tensor:
+    a loss of ~500 nats carries ~1e-13 of round-off, which swamps a derivative
+    of 1e-4 at h = 1e-6, while a large h meets curvature.  Richardson's tableau
+    cancels the h^2, h^4, ... terms and stops when round-off starts to win.
+    """
+    return richardson(lambda h: central_difference(f, x, direction, h), h0, shrink, n_steps)
 
 
 def numerical_gradient(f, x, h=1e-6, indices=None):
