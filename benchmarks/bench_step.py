@@ -15,7 +15,7 @@ forward + backward + prior + update.
 Variants, timed in the same run and interleaved in rounds (this machine drifts 5-15% over
 minutes, so only ratios measured side by side mean anything):
 
-  npvae           npvae.fast.FastStep (what the examples use)
+  npvae           npvae.fast.FastStep (what the examples use), with the sparse first layer: the data are 0/1
   npvae wake-sleep  npvae.fast.FastWakeSleep, the paper's baseline learner (not a peer: its own row)
   floor           the step's own matrix products alone, into preallocated outputs: the BLAS bound
   floor + update  the floor plus the prior + Adagrad pass over all 795k parameters (npvae's fused
@@ -117,7 +117,7 @@ def initial_params(dtype):
 def npvae_step(dtype, data):
     vae = VAE(X_DIM, Z, H, seed=0, dtype=dtype)
     opt = Adagrad(LR, warmup=0, eps=EPS)
-    fast = FastStep(vae, opt, M, L, "weights", PRIOR)
+    fast = FastStep(vae, opt, M, L, "weights", PRIOR, binary=True)     # the data are 0/1: the sparse first layer
     batches, rng = Batches(1), np.random.default_rng(2)
 
     def step():
@@ -134,7 +134,8 @@ def npvae_step(dtype, data):
 def wakesleep_step(dtype, data):
     """npvae's wake-sleep step (FastWakeSleep): gather, wake (decoder update), dreams, sleep (encoder update)."""
     vae = VAE(X_DIM, Z, H, seed=0, dtype=dtype)
-    ws = FastWakeSleep(vae, Adagrad(LR, warmup=0, eps=EPS), Adagrad(LR, warmup=0, eps=EPS), M, "weights", PRIOR)
+    ws = FastWakeSleep(vae, Adagrad(LR, warmup=0, eps=EPS), Adagrad(LR, warmup=0, eps=EPS), M, "weights", PRIOR,
+                       binary=True)
     batches, rng = Batches(1), np.random.default_rng(2)
 
     def step():

@@ -8,7 +8,8 @@ Bernoulli decoder, tanh hidden units, any depth, float32 or float64) into buffer
 allocated once, with ``out=`` everywhere:
 
     gather + binarize + noise   np.take / Generator.random / standard_normal into buffers
-    forward                     matmul(out=), += bias, tanh(out=); the stochastic node as two small kernels
+    forward                     matmul(out=), += bias, tanh(out=); the stochastic node as two small kernels;
+                                the first layer on a sparse 0/1 minibatch as a sum of W's rows (below)
     likelihood + KL gradient    one fused kernel, which also sums the logits' bias gradient
     backward                    the mirror of the forward, matmul(out=); each tanh backward sums its
                                 bias gradient in the same pass
@@ -17,6 +18,15 @@ allocated once, with ``out=`` everywhere:
 
 All kernels live in ``npvae/kernels.py``, each beside a NumPy reference written with the
 readable functions.  ``FastWakeSleep`` is wake-sleep's step built from the same pieces.
+
+Binary inputs.  A dynamically or statically binarized MNIST minibatch is exactly 0/1 with about
+13% ones, so the first encoder layer's x @ W is, row by row, a sum of the rows of W at the
+on-pixels, and its weight gradient x.T @ dh a sum of rows of dh per pixel: a seventh of the
+dense work.  With ``binary=True`` (``TrainingData.binary``) every minibatch's on-pixels are
+listed (which also checks that it is 0/1), and the minibatch takes these sparse kernels when its
+fraction of ones is at most ``SPARSE_MAX_DENSITY``, the dense products otherwise.  Wake-sleep's
+dreams are Bernoulli samples, so its sleep phase always looks.  The sums run in another order than
+BLAS's, so the two paths agree to rounding (``tests/test_sparse.py``).
 
 Transcendentals (tanh, exp, expm1) stay with NumPy, whose SIMD loops beat Numba's scalar
 calls; the Numba kernels do the arithmetic around them in single passes.  Everything is serial:
@@ -30,17 +40,32 @@ division per parameter) and which no arrangement of the rest removes.  ``tests/t
 asserts that the step gives the reference step to rounding and checks its gradients against
 finite differences.
 """
+import math
+
 import numpy as np
 
 from .data import gather_minibatch
 from .distributions import LOGVAR_MAX, LOGVAR_MIN
-from .kernels import (adagrad_update, add_bias_neg_abs, bernoulli_kl_grads_from_neg_abs, bernoulli_sample_from_logits,
-                      heads_bias_clamp, log_q_grads_into, reparameterize_backward_into, reparameterize_into,
-                      tanh_backward_inplace)
+from .kernels import (active_indices, active_indices_by_column, adagrad_update, add_bias_neg_abs,
+                      bernoulli_kl_grads_from_neg_abs, bernoulli_sample_from_logits, heads_bias_clamp,
+                      log_q_grads_into, reparameterize_backward_into, reparameterize_into,
+                      sparse_affine_forward_into, sparse_weight_grad_into, tanh_backward_inplace)
 from .model import ESTIMATORS
 from .optim import Adagrad, Optimizer, has_prior
 
 FAST_PRIORS = ("weights", "all", "none")
+
+# The fraction of ones at or below which a 0/1 minibatch's first layer runs on its on-pixels
+# (``npvae.kernels.sparse_affine_forward_into`` and ``sparse_weight_grad_into``, with the index
+# lists) instead of as two dense products.  Where the two cost the same, measured with
+# ``python benchmarks/bench_sparse.py`` (M = 100, 784 -> 500; 2026-11-22 on this 2-core machine
+# while 4-6 other processes ran, two runs):
+#   1 BLAS thread    forward + weight gradient 0.34-0.35 (float64), 0.31-0.32 (float32);
+#                    the forward alone (wake-sleep's wake phase) 0.29-0.33 and 0.24-0.25
+#   2 BLAS threads   above 0.5 in the medians (the load stalls OpenBLAS's second thread);
+#                    about 0.2 between the fastest tenths of the rounds, when it was not stalled
+# 0.2 is at or below every one of them.  MNIST minibatches have 0.13, an untrained model's dreams 0.5.
+SPARSE_MAX_DENSITY = 0.2
 
 
 def unsupported_reason(vae, estimator="B", optimizer=None, prior="weights"):
@@ -75,12 +100,18 @@ class _FastNetwork:
     """Preallocated buffers and the forward/backward passes of the two networks, shared by the
     fast AEVB step and the fast wake-sleep step.  Rows: M for the encoder, R (= L*M) for the decoder."""
 
-    def __init__(self, vae, M, R):
+    def __init__(self, vae, M, R, sparse_max_density=None):
         arch, dt = vae.arch, vae.dtype
         E = np.empty
         self.vae, self.M, self.R = vae, M, R
         D, Z = arch.x_dim, arch.z_dim
         self.x = E((M, D), dt)                    # the minibatch
+        # the sparse first layer: an input's on-pixels by row (CSR), and by pixel for the weight gradient
+        density = SPARSE_MAX_DENSITY if sparse_max_density is None else sparse_max_density
+        self.max_ones = math.floor(density * M * D) if density >= 0 else -1
+        self.on_idx, self.on_count = E((M, D), np.int32), E(M, np.int32)
+        self.col_start, self.col_rows = E(D + 1, np.int32), E(M * D, np.int32)
+        self.sparse = False                       # whether the last encoder_forward ran sparse
         self.uniform = E((M, D), dt)              # dynamic binarization draws
         self.is_on = E((M, D), np.bool_)
         self.enc_h = [E((M, w), dt) for w in arch.enc_hidden]
@@ -98,13 +129,22 @@ class _FastNetwork:
         self.one, self.half = dt.type(1), dt.type(0.5)
         self.lo, self.hi = dt.type(LOGVAR_MIN), dt.type(LOGVAR_MAX)
 
-    def encoder_forward(self, x):
-        """x (M, D) -> self.mu, self.logvar (clamped; self.inside marks the logvars the clamp left alone)."""
+    def encoder_forward(self, x, binary=False):
+        """x (M, D) -> self.mu, self.logvar (clamped; self.inside marks the logvars the clamp left alone).
+
+        binary: x may be 0/1.  Its on-pixels are then listed (which checks that it is), and when it
+        is, with at most self.max_ones ones, the first layer runs on them; self.sparse says whether
+        it did, for ``encoder_backward`` on the same x."""
         p = self.vae.params
+        n_ones = active_indices(x, self.on_idx, self.on_count) if binary and self.max_ones >= 0 else -1
+        self.sparse = 0 <= n_ones <= self.max_ones
         h = x
         for k, hk in enumerate(self.enc_h, 1):
-            np.matmul(h, p[f"enc.h{k}.W"], out=hk)
-            hk += p[f"enc.h{k}.b"]
+            if k == 1 and self.sparse:
+                sparse_affine_forward_into(self.on_idx, self.on_count, p["enc.h1.W"], p["enc.h1.b"], hk)
+            else:
+                np.matmul(h, p[f"enc.h{k}.W"], out=hk)
+                hk += p[f"enc.h{k}.b"]
             np.tanh(hk, out=hk)
             h = hk
         np.matmul(h, p["enc.mu.W"], out=self.mu)
@@ -142,7 +182,7 @@ class _FastNetwork:
 
     def encoder_backward(self, x, done_with):
         """From self.dmu, self.dlogvar (the heads' bias gradients already in self.grads) to every
-        enc.* gradient.  No gradient for the data."""
+        enc.* gradient, for the x of the last ``encoder_forward``.  No gradient for the data."""
         p, g = self.vae.params, self.grads
         h_top = self.enc_h[-1]
         np.matmul(h_top.T, self.dmu, out=g["enc.mu.W"])
@@ -154,10 +194,14 @@ class _FastNetwork:
         for k in range(len(self.enc_h), 0, -1):
             dh = self.enc_dh[k - 1]
             tanh_backward_inplace(dh, self.enc_h[k - 1], self.one, g[f"enc.h{k}.b"])
-            below = self.enc_h[k - 2] if k > 1 else x
-            np.matmul(below.T, dh, out=g[f"enc.h{k}.W"])
             if k > 1:
+                np.matmul(self.enc_h[k - 2].T, dh, out=g[f"enc.h{k}.W"])
                 np.matmul(dh, p[f"enc.h{k}.W"].T, out=self.enc_dh[k - 2])
+            elif self.sparse:
+                active_indices_by_column(self.on_idx, self.on_count, self.col_start, self.col_rows)
+                sparse_weight_grad_into(self.col_start, self.col_rows, dh, g["enc.h1.W"])
+            else:
+                np.matmul(x.T, dh, out=g["enc.h1.W"])
             done_with(f"enc.h{k}.W", f"enc.h{k}.b")
 
     def gather(self, data_x, idx, rng, dynamic):
@@ -220,16 +264,20 @@ class FastStep:
 
     vae: the model (its ``params`` arrays are updated in place); optimizer: any
     npvae optimizer (Adagrad gets the fused kernel, others their own ``update``);
-    prior: "weights", "all" or "none" with ``prior_scale`` (1/N in training).
+    prior: "weights", "all" or "none" with ``prior_scale`` (1/N in training);
+    binary: the minibatches may be 0/1 (``TrainingData.binary``): look for the sparse first layer;
+    sparse_max_density: the fraction of ones up to which it runs (None: ``SPARSE_MAX_DENSITY``;
+    negative: never).
     """
 
-    def __init__(self, vae, optimizer, batch_size, L=1, prior="weights", prior_scale=0.0):
+    def __init__(self, vae, optimizer, batch_size, L=1, prior="weights", prior_scale=0.0, binary=False,
+                 sparse_max_density=None):
         reason = unsupported_reason(vae, "B", optimizer, prior)
         if reason:
             raise ValueError(f"FastStep does not implement {reason}; use VAE.loss_and_grads")
-        self.vae, self.opt, self.M, self.L = vae, optimizer, int(batch_size), int(L)
+        self.vae, self.opt, self.M, self.L, self.binary = vae, optimizer, int(batch_size), int(L), bool(binary)
         M, L, Z, dt = self.M, self.L, vae.arch.z_dim, vae.dtype
-        self.net = net = _FastNetwork(vae, M, L * M)
+        self.net = net = _FastNetwork(vae, M, L * M, sparse_max_density)
         self.x, self.grads = net.x, net.grads
         self.eps = np.empty((L, M, Z), dt)
         self.eps64 = self.eps if dt == np.float64 else np.empty((L, M, Z), np.float64)
@@ -265,7 +313,7 @@ class FastStep:
         backward pass no longer reads those parameters."""
         net, g = self.net, self.grads
         L, M, Z = self.L, self.M, self.vae.arch.z_dim
-        net.encoder_forward(x)
+        net.encoder_forward(x, self.binary)
         # ---- the stochastic node: sigma = exp(logvar / 2), z = mu + sigma * eps
         np.multiply(net.logvar, 0.5, out=net.sigma)
         np.exp(net.sigma, out=net.sigma)
@@ -308,17 +356,20 @@ class FastWakeSleep:
     Draws, in this order, exactly as the reference learner: the minibatch (``gather_minibatch``),
     the wake noise eps (M, Z), the dreams' z (M, Z) and the uniforms (M, D) of their Bernoulli
     sample (float64 normals cast to the model's dtype; uniforms in the model's dtype).
-    gen_optimizer steps the dec.* parameters, rec_optimizer the enc.* ones.
+    gen_optimizer steps the dec.* parameters, rec_optimizer the enc.* ones.  binary and
+    sparse_max_density as for ``FastStep``; binary concerns the data only (the wake phase): the
+    sleep phase's dreams are 0/1 samples and always look for the sparse first layer.
     """
 
-    def __init__(self, vae, gen_optimizer, rec_optimizer, batch_size, prior="weights", prior_scale=0.0):
+    def __init__(self, vae, gen_optimizer, rec_optimizer, batch_size, prior="weights", prior_scale=0.0,
+                 binary=False, sparse_max_density=None):
         for opt in (gen_optimizer, rec_optimizer):
             reason = unsupported_reason(vae, "B", opt, prior)
             if reason:
                 raise ValueError(f"FastWakeSleep does not implement {reason}")
-        self.vae, self.M = vae, int(batch_size)
+        self.vae, self.M, self.binary = vae, int(batch_size), bool(binary)
         M, Z, D, dt = self.M, vae.arch.z_dim, vae.arch.x_dim, vae.dtype
-        self.net = net = _FastNetwork(vae, M, M)
+        self.net = net = _FastNetwork(vae, M, M, sparse_max_density)
         self.x, self.grads = net.x, net.grads
         self.eps = np.empty((M, Z), dt)
         self.z_dream = np.empty((M, Z), dt)
@@ -344,7 +395,7 @@ class FastWakeSleep:
         x = net.gather(data_x, idx, rng, dynamic)
         # ---- wake: z ~ q(z|x), a plain sample (no gradient through it)
         self._normal(self.eps, rng)
-        net.encoder_forward(x)
+        net.encoder_forward(x, self.binary)
         np.multiply(net.logvar, 0.5, out=net.sigma)
         np.exp(net.sigma, out=net.sigma)
         reparameterize_into(net.mu, net.sigma, self.eps[None], self.z[None])
@@ -363,7 +414,7 @@ class FastWakeSleep:
         net.decoder_forward(self.z_dream)
         np.exp(net.work, out=net.work)                                 # exp(-|logits|)
         bernoulli_sample_from_logits(net.logits, net.work, self.u_dream, net.one, self.x_dream)
-        net.encoder_forward(self.x_dream)
+        net.encoder_forward(self.x_dream, binary=True)
         np.negative(net.logvar, out=net.dlogvar)
         np.exp(net.dlogvar, out=net.dlogvar)                           # exp(-logvar), read by the kernel
         log_q_grads_into(self.z_dream, net.mu, net.logvar, net.inside, net.one / M, net.half, net.one, net.dmu,

@@ -170,6 +170,7 @@ def tanh_backward_reference(dh, h):
     return out, out.sum(axis=0)
 
 
+
 @njit(cache=True, error_model="numpy")
 def heads_bias_clamp(mu, logvar, b_mu, b_logvar, lo, hi, inside):
     """mu += b_mu; logvar = clamp(logvar + b_logvar, lo, hi); inside marks the logvars the clamp
@@ -328,3 +329,131 @@ def log_q_grads_into_reference(z, mu, logvar, inside, scale):
     _, dmu, dlogvar = D.gaussian_logpdf_backward(np.full(z.shape[0], -scale, z.dtype), cache)
     dlogvar = layers.clamp_backward(dlogvar, inside)
     return dmu, dlogvar, dmu.sum(axis=0), dlogvar.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- binary inputs: the first layer
+# With dynamic or static binarization a minibatch x (B, D) is exactly 0/1, about 13% ones on MNIST.
+# Then x @ W is, per row, the sum of the rows of W at the row's on-pixels, and x.T @ dh puts into
+# row d of the gradient the sum of the rows of dh whose datapoint has pixel d on: about a seventh
+# of the dense products' work.  ``npvae.fast`` picks these kernels per minibatch, below the density
+# that ``benchmarks/bench_sparse.py`` measured (``npvae.fast.SPARSE_MAX_DENSITY``).
+
+
+@njit(cache=True, error_model="numpy")
+def active_indices(x, on_idx, on_count):
+    """The on-pixels of each row of x (B, D), in ascending order: on_idx[b, :on_count[b]] (on_idx
+    is (B, D) int32, on_count (B,) int32).  Returns the number of ones, or -1 when some entry of x
+    is neither 0 nor 1 (NaN included): then the lists are not the input and must not be used.
+
+    Every pixel's index is written and the count advanced by (x != 0), so the loop has no branch
+    to mispredict on random pixels."""
+    B, D = x.shape
+    other = False
+    total = 0
+    for b in range(B):
+        c = 0
+        for d in range(D):
+            v = x[b, d]
+            on_idx[b, c] = d
+            on = v != 0
+            other |= on & (v != 1)
+            c += on
+        on_count[b] = c
+        total += c
+    return -1 if other else total
+
+
+@njit(cache=True, error_model="numpy")
+def active_indices_by_column(on_idx, on_count, col_start, col_rows):
+    """The same ones by pixel: col_rows[col_start[d]:col_start[d + 1]] are the rows b (ascending)
+    with pixel d on.  From the lists of ``active_indices``; col_start (D + 1,), col_rows (>= number
+    of ones,), both int32.  A counting sort: count per pixel, running sum (col_start[d] = the end
+    of pixel d's list), then fill each list from its end, rows in descending order, which leaves
+    col_start[d] at the list's start."""
+    D = col_start.shape[0] - 1
+    col_start[:] = 0
+    for b in range(on_count.shape[0]):
+        for k in range(on_count[b]):
+            col_start[on_idx[b, k]] += 1
+    for d in range(1, D):
+        col_start[d] += col_start[d - 1]
+    col_start[D] = col_start[D - 1]
+    for b in range(on_count.shape[0] - 1, -1, -1):
+        for k in range(on_count[b]):
+            d = on_idx[b, k]
+            col_start[d] -= 1
+            col_rows[col_start[d]] = b
+
+
+def active_indices_reference(x):
+    """Reference of ``active_indices`` and ``active_indices_by_column``: np.nonzero of x and of x.T.
+    Returns (n, lists by row, lists by column) as Python lists of arrays; n is -1 when x is not 0/1."""
+    binary = bool(np.isin(x, (0, 1)).all())
+    by_row = [np.nonzero(row)[0] for row in x]
+    by_col = [np.nonzero(col)[0] for col in x.T]
+    return (int(np.count_nonzero(x)) if binary else -1), by_row, by_col
+
+
+@njit(cache=True, error_model="numpy")
+def sparse_affine_forward_into(on_idx, on_count, W, bias, out):
+    """out = x @ W + bias for a 0/1 x given by its on-pixels (``active_indices``): out[b] = bias +
+    the sum of W[d] over the on-pixels d of row b.  W (D, H), bias (H,), out (B, H).
+
+    Row by row, so out[b] (2-4 KB) stays in L1 while rows of W stream past; four rows of W per
+    pass over out[b] cut its loads and stores by four (the sum keeps its left-to-right order)."""
+    B, H = out.shape
+    for b in range(B):
+        o = out[b]
+        for j in range(H):
+            o[j] = bias[j]
+        n = on_count[b]
+        k = 0
+        while k + 4 <= n:
+            w0, w1, w2, w3 = W[on_idx[b, k]], W[on_idx[b, k + 1]], W[on_idx[b, k + 2]], W[on_idx[b, k + 3]]
+            for j in range(H):
+                o[j] = o[j] + w0[j] + w1[j] + w2[j] + w3[j]
+            k += 4
+        while k < n:
+            w0 = W[on_idx[b, k]]
+            for j in range(H):
+                o[j] += w0[j]
+            k += 1
+
+
+def sparse_affine_forward_reference(x, W, bias):
+    """Reference of ``sparse_affine_forward_into``: ``layers.affine_forward`` on the dense 0/1 x."""
+    out, _ = layers.affine_forward(x, W, bias)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def sparse_weight_grad_into(col_start, col_rows, dh, gW):
+    """gW = x.T @ dh for a 0/1 x given by its on-pixels by column (``active_indices_by_column``):
+    gW[d] = the sum of dh[b] over the rows b with pixel d on; zero for a pixel off in every row.
+    dh (B, H), gW (D, H).
+
+    By pixel rather than by row: each row of gW is written once while it sits in L1 (a scatter-add
+    by row would load and store the 0.8-1.6 MB gradient a row at a time, after zeroing it), and
+    dh (200-400 KB) stays in L2.  Four rows of dh per pass, as in the forward kernel."""
+    D, H = gW.shape
+    for d in range(D):
+        g = gW[d]
+        for j in range(H):
+            g[j] = 0
+        k, end = col_start[d], col_start[d + 1]
+        while k + 4 <= end:
+            r0, r1, r2, r3 = dh[col_rows[k]], dh[col_rows[k + 1]], dh[col_rows[k + 2]], dh[col_rows[k + 3]]
+            for j in range(H):
+                g[j] = g[j] + r0[j] + r1[j] + r2[j] + r3[j]
+            k += 4
+        while k < end:
+            r0 = dh[col_rows[k]]
+            for j in range(H):
+                g[j] += r0[j]
+            k += 1
+
+
+def sparse_weight_grad_reference(x, dh, W):
+    """Reference of ``sparse_weight_grad_into``: the dW of ``layers.affine_backward`` on the dense 0/1 x."""
+    _, dW, _ = layers.affine_backward(dh, (x, W))
+    return dW

@@ -4,7 +4,7 @@ The harness owns what every learner shares: minibatch order, the budget, evaluat
 checkpoints, progress, Ctrl-C, history and figures.  A learner owns its model and optimizers
 and does one step on a minibatch:
 
-    learner = LEARNERS[config.algorithm](config, x_dim, n_train, rng)   # builds the model from rng
+    learner = LEARNERS[config.algorithm](config, x_dim, n_train, rng, binary=data.binary)   # model from rng
     finite  = learner.step(data, idx, rng)        # idx: the minibatch's row indices into data.train_x
     learner.evaluate(x, eps)                      # average lower bound per datapoint, fixed noise
     learner.state_arrays() / load_state_arrays()  # flat arrays for the npz checkpoint (no pickle)
@@ -62,11 +62,12 @@ def _load_optimizer(prefix, opt, arrays):
 
 class Learner:
     """What every learner shares: the VAE (built from the run's generator first, so a seed fixes
-    the initial parameters), evaluation of the bound, and saving the parameters."""
+    the initial parameters), evaluation of the bound, and saving the parameters.  binary: every
+    training minibatch is 0/1 (``TrainingData.binary``), which a fast step can exploit."""
 
     name = ""
 
-    def __init__(self, config, x_dim, n_train, rng):
+    def __init__(self, config, x_dim, n_train, rng, binary=False):
         self.config = config
         self.M, self.L, self.prior_scale = config.batch_size, config.L, 1.0 / n_train
         self.vae = VAE(x_dim, config.nz, config.hidden, config.likelihood(), seed=rng,
@@ -105,14 +106,14 @@ class AEVB(Learner):
 
     name = "aevb"
 
-    def __init__(self, config, x_dim, n_train, rng):
+    def __init__(self, config, x_dim, n_train, rng, binary=False):
         super().__init__(config, x_dim, n_train, rng)
         self.opt = _optimizer(config)
         self.fast = None
         reason = unsupported_reason(self.vae, config.estimator, self.opt, config.prior)
         if config.fast and not reason:
-            self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale)
-            self.implementation = "fast step"
+            self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale, binary=binary)
+            self.implementation = "fast step" + (" (sparse first layer on 0/1 minibatches)" if binary else "")
         elif config.fast:
             self.implementation = f"reference (the fast step does not implement {reason})"
 
@@ -145,14 +146,16 @@ class WakeSleep(Learner):
 
     name = "wakesleep"
 
-    def __init__(self, config, x_dim, n_train, rng):
+    def __init__(self, config, x_dim, n_train, rng, binary=False):
         super().__init__(config, x_dim, n_train, rng)
         self.gen_opt, self.rec_opt = _optimizer(config), _optimizer(config)
         self.fast = None
         reason = unsupported_reason(self.vae, "B", self.gen_opt, config.prior)
         if config.fast and not reason:
-            self.fast = FastWakeSleep(self.vae, self.gen_opt, self.rec_opt, self.M, config.prior, self.prior_scale)
-            self.implementation = "fast step"
+            self.fast = FastWakeSleep(self.vae, self.gen_opt, self.rec_opt, self.M, config.prior, self.prior_scale,
+                                      binary=binary)
+            self.implementation = ("fast step (sparse first layer on 0/1 minibatches and dreams)" if binary
+                                   else "fast step (sparse first layer on dreams)")
         elif config.fast:
             self.implementation = f"reference (the fast step does not implement {reason})"
 

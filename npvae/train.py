@@ -221,7 +221,7 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
         raise ConfigError(f"--batch_size {config.batch_size} is larger than the training set ({n_train:,} images)")
 
     rng = np.random.default_rng(config.seed)
-    learner = LEARNERS[config.algorithm](config, x_dim, n_train, rng)        # initial parameters come first
+    learner = LEARNERS[config.algorithm](config, x_dim, n_train, rng, binary=data.binary)   # initial parameters first
     if resume:
         state = load_checkpoint(ckpt_path, learner, rng)
     else:
