@@ -41,3 +41,8 @@ def test_bench_threads_quick():
     out = run("bench_threads.py", "--quick")
     for line in ("serial", "python thread", "numba parallel", "blas 2 threads", "2 python threads x half batch"):
         assert out.count(line) >= 2, line           # one row per dtype
+
+
+def test_bench_sweep_one_case():
+    out = run("bench_sweep.py", "--case", "mnist/wakesleep/float32", "--rounds", "1", "--seconds", "0.3")
+    assert "1 job x 2 threads" in out and "2 jobs x 1 thread" in out and "sparse first layer" in out
