@@ -79,10 +79,10 @@ def draw_fig2_panel(ax, curves, paper_values=None, title=""):
         ax.plot([right], [tr], marker="<", color=c, ms=7, ls="none")
         ax.plot([right], [te], marker="<", color=c, ms=7, ls="none", mfc="none")
     ax.set_xlim(left, right * 1.3)
-    return left
     ax.set_xlabel("# training samples evaluated")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    return left
 
 
 def fit_y(ax, curves, paper_values, left):
@@ -102,7 +102,7 @@ def plot_comparison(curves, path, paper_values=None, title=""):
     left = draw_fig2_panel(ax, curves, paper_values, title)
     fit_y(ax, curves, paper_values, left)
     ax.set_ylabel("average lower bound per datapoint")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     _save(fig, path)
 
 
