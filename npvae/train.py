@@ -44,6 +44,8 @@ __all__ = ["TrainConfig", "TrainingData", "TrainingDiverged", "RunFolderError", 
 
 evaluate = evaluate_bound          # the name earlier code used
 RUN_FILES = ("config.json", "history.csv", "summary.json", "checkpoint.npz")
+# what --overwrite removes besides RUN_FILES: only files a run writes, never a user's own
+FIGURE_FILES = ("learning_curves.png", "samples.png", "reconstructions.png", "latent_scatter.png", "manifold.png")
 
 
 class TrainingDiverged(RuntimeError):
@@ -234,7 +236,7 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
                 raise RunFolderError(f"{out} already holds a run: continue it with --resume {out}, "
                                      f"or replace it with --overwrite")
             for name in os.listdir(out):
-                if name in RUN_FILES or name.endswith(".png"):
+                if name in RUN_FILES or name in FIGURE_FILES:
                     os.remove(os.path.join(out, name))
         remove_stale_temps(out)
         if resume:

@@ -127,10 +127,12 @@ def test_two_processes_never_train_into_one_folder(tmp_path):
 def test_overwrite_replaces_the_old_run(tmp_path):
     cfg = make_run(tmp_path, figures=True)
     assert os.path.exists(os.path.join(cfg.out, "learning_curves.png"))
+    open(os.path.join(cfg.out, "my_notes.png"), "wb").write(b"a user's file")
     new = dataclasses.replace(cfg, seed=9, samples=200, figures=False)
     s = train(new, overwrite=True, data=toy_data(), log=lambda *_: None)
     assert s["samples"] == 200 and json.load(open(os.path.join(cfg.out, "config.json")))["seed"] == 9
-    assert not [f for f in os.listdir(cfg.out) if f.endswith(".png")]         # no stale figures
+    assert [f for f in os.listdir(cfg.out) if f.endswith(".png")] == ["my_notes.png"]   # no stale figures, and
+    # nothing that the run did not write itself
 
 
 @pytest.mark.parametrize("argv,says", [
