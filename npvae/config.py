@@ -44,6 +44,8 @@ class TrainConfig:
                     choices=("weights", "all", "none"))
     init_std: float = _f(0.01, "initial parameters ~ N(0, init_std^2) (§5: 0.01)")
     seed: int = _f(0, "seed of the run's generator: initialization, minibatch order, binarization, noise")
+    init_seed: int = _f(-1, "-1: initial parameters from the run's generator; otherwise from their own, seeded so "
+                            "(to vary the initialization and the data/noise stream separately)")
     dtype: str = _f("float64", "float64 or float32", choices=("float64", "float32"))
     eval_per_decade: int = _f(4, "evaluations per decade of training samples (log-spaced)", resumable=True)
     eval_max: int = _f(0, "evaluate on at most this many points per set (0: the full sets)")
@@ -73,6 +75,8 @@ class TrainConfig:
         for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be 0 or more; got {getattr(self, name)}")
+        if self.init_seed < -1:
+            raise ConfigError(f"--init_seed must be -1 (from the run's generator) or 0 or more; got {self.init_seed}")
         if not self.hidden or min(self.hidden) <= 0:
             raise ConfigError(f"--hidden must be positive widths; got {','.join(map(str, self.hidden)) or 'none'}")
         for name in ("lr", "init_std", "checkpoint_seconds"):

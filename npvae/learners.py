@@ -62,7 +62,8 @@ def _load_optimizer(prefix, opt, arrays):
 
 class Learner:
     """What every learner shares: the VAE (built from the run's generator first, so a seed fixes
-    the initial parameters), evaluation of the bound, and saving the parameters.  binary: every
+    the initial parameters; or from its own generator with ``init_seed``), evaluation of the
+    bound, and saving the parameters.  binary: every
     training minibatch is 0/1 (``TrainingData.binary``), which a fast step can exploit."""
 
     name = ""
@@ -70,7 +71,8 @@ class Learner:
     def __init__(self, config, x_dim, n_train, rng, binary=False):
         self.config = config
         self.M, self.L, self.prior_scale = config.batch_size, config.L, 1.0 / n_train
-        self.vae = VAE(x_dim, config.nz, config.hidden, config.likelihood(), seed=rng,
+        init = rng if config.init_seed < 0 else np.random.default_rng(config.init_seed)
+        self.vae = VAE(x_dim, config.nz, config.hidden, config.likelihood(), seed=init,
                        dtype=np.dtype(config.dtype), activation=config.activation, init_std=config.init_std)
         self.implementation = "reference"
 
