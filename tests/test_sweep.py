@@ -11,6 +11,7 @@ from npvae import sweep
 from npvae.config import TrainConfig
 from npvae.train import train
 
+from .test_examples import have
 from .test_train import toy_data
 
 
@@ -71,19 +72,10 @@ def test_table_and_figure_show_a_half_finished_sweep(tmp_path):
     assert (tmp_path / "fig2.png").stat().st_size > 5000
 
 
-def have_data(name):
-    from npvae import data
-    try:
-        data.find_file(name, download=False)
-        return True
-    except data.DataNotFoundError:
-        return False
-
-
 def test_smoke_sweep_on_a_dask_local_cluster(tmp_path):
     """The whole pipeline through Dask: a LocalCluster bound to 127.0.0.1, two processes."""
     distributed = pytest.importorskip("distributed")
-    if not have_data("frey_rawface.mat"):
+    if not have("frey_rawface.mat"):
         pytest.skip("frey_rawface.mat not found: set NPVAE_DATA_DIR")
     base = base_config(tmp_path, dataset="frey", hidden=(20,), samples=2000, batch_size=100, eval_max=200)
     specs = sweep.plan_sweep(base, str(tmp_path), (2,))
@@ -103,7 +95,7 @@ def test_figure2_smoke(dataset, needs, tmp_path):
     """`python examples/figure2.py --smoke`: both algorithms, two Nz, a local pool of two jobs."""
     import subprocess
     import sys
-    if not have_data(needs):
+    if not have(needs):
         pytest.skip(f"{needs} not found: set NPVAE_DATA_DIR")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "sweep"
