@@ -8,6 +8,7 @@ Where to start reading:
 from .model import VAE, Architecture
 from .optim import SGD, Adagrad, Adam, make_optimizer
 from .estimators import reconstruction_grads
+from .facade import VAEModel
 
-__all__ = ["VAE", "Architecture", "SGD", "Adagrad", "Adam", "make_optimizer", "reconstruction_grads"]
+__all__ = ["VAE", "VAEModel", "Architecture", "SGD", "Adagrad", "Adam", "make_optimizer", "reconstruction_grads"]
 __version__ = "0.1.0"
