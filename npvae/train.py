@@ -243,6 +243,8 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
             log(f"resumed from {ckpt_path} at {state.samples:,} training samples")
         log(f"{config.algorithm}: {learner.implementation}")
         write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
+        # until it ends, the run is "running": a resumed run must not keep its last "finished"
+        write_json(os.path.join(out, "summary.json"), _summary(config, learner, state, "running"))
         return _loop(config, learner, data, rng, state, ckpt_path, callback, log)
 
 

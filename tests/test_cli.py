@@ -116,6 +116,19 @@ def test_killed_checkpoint_writes_are_cleaned_up_at_the_next_start(tmp_path):
     assert not os.path.exists(stale) and os.path.exists(mine)
 
 
+def test_a_resumed_run_is_marked_running_until_it_ends(tmp_path):
+    cfg = make_run(tmp_path)
+    assert json.load(open(os.path.join(cfg.out, "summary.json")))["status"] == "finished"
+    seen = []
+
+    def look(learner, state):
+        seen.append(json.load(open(os.path.join(cfg.out, "summary.json")))["status"])
+        return True
+    train(dataclasses.replace(cfg, samples=600), resume=True, data=toy_data(), callback=look, log=lambda *_: None)
+    assert seen[0] == "running"
+    assert json.load(open(os.path.join(cfg.out, "summary.json")))["status"] == "interrupted"
+
+
 def test_two_processes_never_train_into_one_folder(tmp_path):
     cfg = make_run(tmp_path)
     with run_lock(cfg.out):                                        # "another process" holds the run
