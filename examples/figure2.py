@@ -94,13 +94,13 @@ def main(argv):
     print(f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run, {where}")
     for s in specs:
         print(f"  {s.name}: {s.action}")
-    results = sweep.run_sweep(specs, out, base.dataset, nzs, algorithms, jobs=jobs, threads=threads,
-                              scheduler=scheduler, security=security, data_dir=base.data_dir or None)
+    results = sweep.run_sweep(specs, out, lambda: sweep.redraw(out, base.dataset, nzs, algorithms), jobs=jobs,
+                              threads=threads, scheduler=scheduler, security=security,
+                              data_dir=base.data_dir or None)
     _, table = sweep.redraw(out, base.dataset, nzs, algorithms)
     print(table)
     print(f"figure: {os.path.join(out, 'fig2.png')}")
-    failed = [n for n, r in results.items() if r["status"] == "failed"]
-    return 1 if failed else 0
+    return sweep.exit_status(results, f"python examples/figure2.py {' '.join(argv)}")
 
 
 if __name__ == "__main__":

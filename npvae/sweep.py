@@ -11,6 +11,7 @@ Re-running a sweep skips finished runs, resumes unfinished ones from their check
 that died leaves one) and extends runs to a larger budget.  Each run keeps its own lock, so two
 sweeps never train the same run at once.
 """
+import contextlib
 import csv
 import dataclasses
 import json
@@ -48,28 +49,33 @@ def _read_json(path):
         return None
 
 
+def plan_runs(configs, budget=None):
+    """RunSpecs for named run configs (in the order given): skip a run finished at the budget,
+    resume one with a checkpoint, start the others.  configs: {name: TrainConfig} (out set)."""
+    specs = []
+    for name, config in configs.items():
+        budget_ = budget or config.samples
+        config = dataclasses.replace(config, samples=budget_, progress=False)
+        summary = _read_json(os.path.join(config.out, "summary.json"))
+        if summary and summary.get("status") == "finished" and summary.get("samples", 0) >= budget_:
+            action = "skip"
+        elif os.path.exists(os.path.join(config.out, "checkpoint.npz")):
+            action = "resume"
+        else:
+            action = "new"
+        specs.append(RunSpec(name, dataclasses.asdict(config), action))
+    return specs
+
+
 def plan_sweep(base, out, nzs, algorithms=ALGORITHMS, budget=None):
-    """The runs of a sweep in the order they should go (the most informative first).
+    """The runs of a Figure 2 sweep in the order they should go (the most informative first).
 
     base: a TrainConfig with everything but algorithm, nz, out (and samples = the budget)."""
-    budget = budget or base.samples
     order = [nz for nz in PRIORITY.get(base.dataset, ()) if nz in nzs] + [nz for nz in nzs
                                                                           if nz not in PRIORITY.get(base.dataset, ())]
-    specs = []
-    for nz in order:
-        for alg in algorithms:
-            name = run_name(alg, nz)
-            folder = os.path.join(out, name)
-            config = dataclasses.replace(base, algorithm=alg, nz=nz, samples=budget, out=folder, progress=False)
-            summary = _read_json(os.path.join(folder, "summary.json"))
-            if summary and summary.get("status") == "finished" and summary.get("samples", 0) >= budget:
-                action = "skip"
-            elif os.path.exists(os.path.join(folder, "checkpoint.npz")):
-                action = "resume"
-            else:
-                action = "new"
-            specs.append(RunSpec(name, dataclasses.asdict(config), action))
-    return specs
+    return plan_runs({run_name(alg, nz): dataclasses.replace(base, algorithm=alg, nz=nz,
+                                                             out=os.path.join(out, run_name(alg, nz)))
+                      for nz in order for alg in algorithms}, budget)
 
 
 def run_spec(spec, data_dir=None):
@@ -188,6 +194,7 @@ def draw_figure(rows, path, dataset):
 
 
 def redraw(out, dataset, nzs, algorithms=ALGORITHMS):
+    """The Figure 2 table (markdown, CSV) and figure from whatever the runs have written so far."""
     rows = collect(out, dataset, nzs, algorithms)
     text = write_table(rows, out)
     draw_figure(rows, os.path.join(out, "fig2.png"), dataset)
@@ -203,15 +210,75 @@ def _local_executor(jobs, threads):
     from concurrent.futures import ProcessPoolExecutor
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_leave_process_group)
 
 
-def run_sweep(specs, out, dataset, nzs, algorithms=ALGORITHMS, jobs=2, threads=1, scheduler=None,
-              security=None, data_dir=None, log=print):
-    """Send the runs to an executor; redraw after each; return {name: result}.
+def _leave_process_group():
+    # A worker leaves the terminal's process group, so that a Ctrl-C (or kill -INT of the group)
+    # reaches the sweep alone, which passes exactly one SIGINT to each worker: a run stops at its
+    # next step with a checkpoint.  A worker that saw two (the terminal's and the sweep's) would
+    # take the second as "stop now" and lose the minutes since its last checkpoint.
+    os.setpgrp()
+    # Out of the group, a worker would outlive a sweep killed outright (SIGKILL, a closed session):
+    # it watches its parent and, once orphaned, stops its run as a Ctrl-C does (with a checkpoint).
+    import signal
+    import threading
+    parent = os.getppid()
 
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60.0)                         # the run's checkpoint has had its time: exit
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class _SweepInterrupt:
+    """The sweep's Ctrl-C: the first cancels the runs not yet started and passes one SIGINT to each
+    local worker (its run writes a checkpoint and returns "interrupted"); a second stops at once."""
+
+    def __init__(self, log):
+        self.log, self.set, self.cancel, self._old = log, False, lambda: None, None
+
+    def __enter__(self):
+        import signal
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:               # not the main thread: no handler, KeyboardInterrupt as usual
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        import multiprocessing
+        import signal
+        workers = [p.pid for p in multiprocessing.active_children()]
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGINT)
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        self.cancel()
+        self.log("Ctrl-C: runs not yet started are cancelled and the running ones write a checkpoint and stop "
+                 "(Ctrl-C again to stop at once); the same command resumes the sweep")
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            import signal
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=None, data_dir=None, log=print):
+    """Send the runs to an executor; call redraw() after each; return {name: result}.
+
+    redraw: a function of no arguments that redraws the sweep's figure and table from its folders.
     scheduler: None for a local process pool of ``jobs`` workers, or a Dask scheduler address
-    (``tcp://host:port`` or ``tls://...``) with optional ``distributed.Security`` settings."""
+    (``tcp://host:port`` or ``tls://...``) with optional ``distributed.Security`` settings.
+    Ctrl-C (SIGINT): runs not yet started are cancelled, running local runs write a checkpoint and
+    stop, and the results say "interrupted"; on a Dask cluster the running runs go on until their
+    workers stop (their checkpoints keep them), as Dask cannot stop a running task."""
     os.makedirs(out, exist_ok=True)
     failures = _read_json(os.path.join(out, "failures.json")) or {}
     todo = [s for s in specs if s.action != "skip"]
@@ -227,30 +294,52 @@ def run_sweep(specs, out, dataset, nzs, algorithms=ALGORITHMS, jobs=2, threads=1
             failures[result["name"]] = result["reason"]
             _write_failures(out, failures)
         log(f"{result['name']}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
-        redraw(out, dataset, nzs, algorithms)
+        redraw()
 
-    if scheduler:
-        from dask.distributed import Client, as_completed
-        with Client(scheduler, security=security) as client:
-            futures = {client.submit(run_spec, s, data_dir, pure=False, key=f"npvae-{s.name}-{time.time_ns()}"): s
-                       for s in todo}
-            for fut in as_completed(futures):
-                try:
-                    finished(fut.result())
-                except Exception as e:                  # the worker died or was lost
-                    finished({"name": futures[fut].name, "status": "failed", "reason": f"worker lost: {e}"})
-    else:
-        from concurrent.futures import as_completed
-        with _local_executor(jobs, threads) as pool:
-            futures = {pool.submit(run_spec, s, data_dir): s for s in todo}
-            for fut in as_completed(futures):
-                try:
-                    finished(fut.result())
-                except Exception as e:                  # BrokenProcessPool: a worker died mid-run
-                    finished({"name": futures[fut].name, "status": "failed",
-                              "reason": f"worker died ({type(e).__name__}); its checkpoint resumes next sweep"})
-    redraw(out, dataset, nzs, algorithms)
+    with _SweepInterrupt(log) as interrupt:
+        if scheduler:
+            from dask.distributed import Client, as_completed
+            with Client(scheduler, security=security) as client:
+                futures = {client.submit(run_spec, s, data_dir, pure=False,
+                                         key=f"npvae-{s.name}-{time.time_ns()}"): s for s in todo}
+                interrupt.cancel = lambda: client.cancel([f for f in futures if not f.done()])
+                for fut in as_completed(futures):
+                    try:
+                        finished(fut.result())
+                    except Exception as e:                  # the worker died or was lost, or cancelled
+                        finished({"name": futures[fut].name, "status": "interrupted" if interrupt.set else "failed",
+                                  "reason": "cancelled by Ctrl-C" if interrupt.set else f"worker lost: {e}"})
+        else:
+            from concurrent.futures import FIRST_COMPLETED, wait
+            # At most `jobs` runs in flight: a run is submitted only when a worker is free, so after a
+            # Ctrl-C no queued run can start (a pool's own queue would start one more).
+            with _local_executor(jobs, threads) as pool:
+                pending, running = list(todo), {}
+                while pending or running:
+                    while pending and len(running) < jobs and not interrupt.set:
+                        spec = pending.pop(0)
+                        running[pool.submit(run_spec, spec, data_dir)] = spec
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        spec = running.pop(fut)
+                        try:
+                            finished(fut.result())
+                        except Exception as e:              # BrokenProcessPool: a worker died mid-run
+                            finished({"name": spec.name, "status": "failed",
+                                      "reason": f"worker died ({type(e).__name__}); its checkpoint resumes next sweep"})
+                for spec in pending:
+                    results[spec.name] = {"name": spec.name, "status": "not started", "reason": "Ctrl-C"}
+    redraw()
     return results
+
+
+def exit_status(results, command, log=print):
+    """The sweep command's exit status: 1 if a run failed; an interrupted sweep says how to go on."""
+    if any(r["status"] in ("interrupted", "not started") for r in results.values()):
+        log(f"interrupted: checkpoints written; continue with: {command}")
+    return 1 if any(r["status"] == "failed" for r in results.values()) else 0
 
 
 def _write_failures(out, failures):

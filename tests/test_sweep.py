@@ -81,8 +81,8 @@ def test_smoke_sweep_on_a_dask_local_cluster(tmp_path):
     specs = sweep.plan_sweep(base, str(tmp_path), (2,))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
                                   dashboard_address=None) as cluster:
-        results = sweep.run_sweep(specs, str(tmp_path), "frey", (2,), scheduler=cluster.scheduler_address,
-                                  log=lambda *_: None)
+        results = sweep.run_sweep(specs, str(tmp_path), lambda: sweep.redraw(str(tmp_path), "frey", (2,)),
+                                  scheduler=cluster.scheduler_address, log=lambda *_: None)
     assert {r["status"] for r in results.values()} == {"finished"}
     rows = sweep.collect(str(tmp_path), "frey", (2,))
     assert all(r["samples_reached"] == 2000 and np.isfinite(r["test"]) for r in rows)
@@ -110,3 +110,42 @@ def test_figure2_smoke(dataset, needs, tmp_path):
                             "--smoke", "--jobs=2", f"--out={out}"], capture_output=True, text=True, timeout=600,
                            env=dict(os.environ, MPLBACKEND="Agg"))
     assert again.returncode == 0 and again.stdout.count(": skip") == 4
+
+
+@pytest.mark.parametrize("how", ["the sweep process", "the terminal's process group"])
+def test_ctrl_c_stops_the_sweep_with_checkpoints_and_starts_nothing_new(how, tmp_path):
+    """SIGINT to the sweep alone (kill -INT PID) or to its whole group (Ctrl-C in a terminal): the
+    running run writes a checkpoint and stops, the runs not started stay unstarted, no traceback,
+    and the same command resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    if not have("frey_rawface.mat"):
+        pytest.skip("frey_rawface.mat not found: set NPVAE_DATA_DIR")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, os.path.join(root, "examples", "figure2.py"), "--dataset=frey", "--smoke", "--jobs=1",
+           "--nz=2,5", "--samples=5e7", f"--out={out}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, MPLBACKEND="Agg"), start_new_session=True)
+    first = out / "aevb_nz5" / "summary.json"
+    deadline = time.time() + 120
+    while not (first.exists() and json.load(open(first)).get("status") == "running"):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(2.0)                                          # a few steps into the run
+    if how == "the sweep process":
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+    assert "interrupted: checkpoints written; continue with:" in stdout
+    summary = json.load(open(first))
+    assert summary["status"] == "interrupted" and 0 < summary["samples"] < 5e7
+    assert (out / "aevb_nz5" / "checkpoint.npz").exists()
+    assert not any((out / name).exists() for name in ("wakesleep_nz5", "aevb_nz2", "wakesleep_nz2"))
+    actions = {s.name: s.action for s in sweep.plan_sweep(
+        TrainConfig(dataset="frey", samples=50_000_000), str(out), (2, 5))}
+    assert actions == {"aevb_nz5": "resume", "wakesleep_nz5": "new", "aevb_nz2": "new", "wakesleep_nz2": "new"}
