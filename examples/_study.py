@@ -1,5 +1,6 @@
-"""Shared plumbing of the gradient studies (examples/gradient_variance.py, gradcheck_study.py,
-reparam_by_hand.py, bug_zoo.py): the command line, atomic output files, tables, and loading a run.
+"""Shared plumbing of the studies (examples/gradient_variance.py, gradcheck_study.py,
+reparam_by_hand.py, bug_zoo.py, kl_weight.py, likelihoods.py): the command line, atomic output
+files, tables, image grids, loading a run, and training runs through the one harness.
 
 Nothing here computes a gradient; the studies' own logic lives in the scripts, as importable
 functions, so that tests/test_studies.py can call it.
@@ -18,6 +19,10 @@ from npvae.fileio import atomic_path
 
 class UsageError(ValueError):
     """A bad argument value: reported as one `error: ...` line and exit code 2, no traceback."""
+
+
+class StudyFailed(RuntimeError):
+    """A study that could not finish (e.g. a training run diverged): `error: ...` and exit code 1."""
 
 
 class StudyParser(argparse.ArgumentParser):
@@ -45,6 +50,9 @@ def run(main_body, argv):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StudyFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def require(condition, message):
@@ -82,6 +90,15 @@ def make_out(path):
     except OSError as e:
         raise UsageError(f"--out {path}: cannot create the folder ({e.strerror})") from None
     return path
+
+
+def claim_out(path, names, overwrite):
+    """make_out for a study whose results (names: files and folders it writes into path) took
+    training runs to make: a folder that already holds any of them is refused, unless overwrite."""
+    held = [n for n in names if os.path.exists(os.path.join(path, n))]
+    require(not held or overwrite, f"--out {path} already holds this study's results ({', '.join(held)}): "
+                                   f"pass --overwrite to replace them, or choose another --out")
+    return make_out(path)
 
 
 def write_text(path, text):
@@ -151,9 +168,11 @@ def load_run(run_dir, dtype=np.float64):
     with np.load(ckpt_path, allow_pickle=False) as z:
         params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
     require("enc.h1.W" in params, f"--checkpoint {run_dir}: checkpoint.npz holds no param/enc.h1.W")
-    likelihood = "bernoulli" if cfg.get("dataset", "mnist") == "mnist" else "gaussian"
+    likelihood = cfg.get("decoder", "auto")               # --decoder; "auto" (and older runs): the paper's
+    if likelihood == "auto":
+        likelihood = "bernoulli" if cfg.get("dataset", "mnist") == "mnist" else "gaussian"
     vae = VAE(params["enc.h1.W"].shape[0], int(cfg["nz"]), tuple(cfg["hidden"]), likelihood, seed=0,
-              dtype=dtype, activation=cfg.get("activation", "tanh"))
+              dtype=dtype, activation=cfg.get("activation", "tanh"), decoder_var=cfg.get("decoder_var") or None)
     require(set(params) == set(vae.params),
             f"--checkpoint {run_dir}: parameters {sorted(set(params) ^ set(vae.params))} do not match config.json")
     for k in vae.params:
@@ -161,6 +180,48 @@ def load_run(run_dir, dtype=np.float64):
                 f"--checkpoint {run_dir}: {k} has shape {params[k].shape}, config.json implies {vae.params[k].shape}")
         vae.params[k][...] = params[k]
     return vae, cfg
+
+
+def tile(images, n_cols):
+    """(n, h, w) images -> one (rows*h, n_cols*w) canvas with 1-pixel white gaps (``npvae.plots.tile``)."""
+    from npvae.plots import tile as plots_tile
+    return plots_tile(images, n_cols)
+
+
+ACTIVE_THRESHOLD = 0.01      # Burda et al. (2015): unit j is active when Cov_x(E_q[z_j]) > 0.01
+
+
+def active_units(mu, threshold=ACTIVE_THRESHOLD):
+    """(count, Var_x(mu_j) per dimension) for encoder means mu: (n, Z).  The variance over the data
+    of E_q[z_j] = mu_j(x) is Burda et al.'s Cov_x(E_q[z_j]) (its diagonal)."""
+    var = np.asarray(mu, dtype=np.float64).var(axis=0)
+    return int((var > threshold).sum()), var
+
+
+def train_runs(configs, data, overwrite=False):
+    """Train each TrainConfig with the one harness, npvae.train.train, on the already loaded data.
+
+    configs: {name: TrainConfig}; each run goes to its config.out.  Returns {name: summary}.  A run
+    stopped by Ctrl-C (the harness writes its checkpoint) ends the study with a UsageError."""
+    from npvae.config import ConfigError
+    from npvae.train import TrainingDiverged, train
+
+    summaries = {}
+    for name, config in configs.items():
+        print(f"training {name} for {config.samples:,} samples (npvae.train.train) into {config.out} ...", flush=True)
+        try:
+            summary = train(config, data=data, overwrite=overwrite, log=lambda m: print("  " + m, flush=True))
+        except ConfigError as e:              # e.g. a run folder that already holds a run
+            raise UsageError(f"run {name}: {e}") from None
+        except TrainingDiverged as e:
+            raise StudyFailed(f"run {name}: {' '.join(str(e).split())}") from None
+        if summary["status"] != "finished":
+            raise StudyFailed(f"run {name} stopped at {summary['samples']:,} samples ({summary['status']}); "
+                             f"its checkpoint is in {config.out}")
+        print(f"  {summary['samples']:,} samples in {summary['seconds']:.1f} s of training; bound on the "
+              f"evaluated sets: train {summary['train_elbo']:.2f}, test {summary['test_elbo']:.2f}", flush=True)
+        summaries[name] = summary
+    return summaries
 
 
 def fmt(x, spec=".3g"):

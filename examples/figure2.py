@@ -29,8 +29,6 @@ from npvae.config import ConfigError, TrainConfig, parse_overrides  # noqa: E402
 from npvae.paper import HIDDEN  # noqa: E402
 
 SMOKE = dict(samples=20_000, eval_max=1000, checkpoint_seconds=5.0, figures=False)
-SWEEP_OPTIONS = ("--nz", "--jobs", "--threads", "--scheduler", "--tls-ca-file", "--tls-cert", "--tls-key",
-                 "--algorithms")
 
 
 def parse(argv):
@@ -38,15 +36,7 @@ def parse(argv):
     smoke = "--smoke" in argv
     if smoke:
         argv.remove("--smoke")
-    opts, rest = {}, []
-    for a in argv:
-        key, eq, value = a.partition("=")
-        if key in SWEEP_OPTIONS:
-            if not eq or not value:
-                raise ConfigError(f"{key} needs a value: {key}=...")
-            opts[key[2:].replace("-", "_")] = value
-        else:
-            rest.append(a)
+    opts, rest = sweep.split_options(argv, sweep.EXECUTOR_OPTIONS + ("--nz", "--algorithms"))
     dataset = next((a.partition("=")[2] for a in rest if a.startswith("--dataset=")), "mnist")
     if dataset not in sweep.FIG2_NZ:
         raise ConfigError(f"--dataset must be mnist or frey; got {dataset!r}")
@@ -55,28 +45,13 @@ def parse(argv):
     if smoke:
         defaults = TrainConfig(**{**defaults.__dict__, **SMOKE, "out": f"runs/fig2_{dataset}_smoke"})
     base = parse_overrides(rest, defaults)
-    try:
-        nzs = tuple(int(v) for v in opts.get("nz", ",".join(map(str, (3, 10) if smoke and dataset == "mnist" else
-                                                                      (2, 5) if smoke else sweep.FIG2_NZ[dataset])))
-                    .split(","))
-        algorithms = tuple(opts.get("algorithms", ",".join(sweep.ALGORITHMS)).split(","))
-        cores = os.cpu_count() or 1
-        jobs = int(opts.get("jobs", max(1, cores)))
-        threads = int(opts.get("threads", max(1, cores // jobs)))
-    except ValueError as e:
-        raise ConfigError(f"cannot read a sweep option ({e})") from None
-    if min(nzs) <= 0 or jobs <= 0 or threads <= 0:
-        raise ConfigError("--nz, --jobs and --threads must be positive")
-    if set(algorithms) - set(sweep.ALGORITHMS):
-        raise ConfigError(f"--algorithms must be among {', '.join(sweep.ALGORITHMS)}")
+    default_nz = (3, 10) if smoke and dataset == "mnist" else (2, 5) if smoke else sweep.FIG2_NZ[dataset]
+    nzs = sweep.int_list(opts.get("nz", ",".join(map(str, default_nz))), "--nz")
+    algorithms = sweep.algorithm_list(opts.get("algorithms", ",".join(sweep.ALGORITHMS)), sweep.ALGORITHMS)
+    jobs, threads, scheduler, security = sweep.executor_options(opts)
     for nz in nzs:
         TrainConfig(**{**base.__dict__, "nz": nz}).validate()
-    security = None
-    if any(k in opts for k in ("tls_ca_file", "tls_cert", "tls_key")):
-        from distributed.security import Security
-        security = Security(tls_ca_file=opts.get("tls_ca_file"), tls_client_cert=opts.get("tls_cert"),
-                            tls_client_key=opts.get("tls_key"), require_encryption=True)
-    return base, nzs, algorithms, jobs, threads, opts.get("scheduler"), security
+    return base, nzs, algorithms, jobs, threads, scheduler, security
 
 
 def main(argv):

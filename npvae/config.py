@@ -21,20 +21,34 @@ def _f(default, help, resumable=False, choices=None):
 @dataclass
 class TrainConfig:
     """A run's resolved configuration; the defaults are the paper's MNIST setting (§5)."""
-    algorithm: str = _f("aevb", "learning algorithm: aevb (the paper's) or wakesleep (its Fig. 2 baseline)",
-                        choices=("aevb", "wakesleep"))
+    algorithm: str = _f("aevb", "learning algorithm: aevb (the paper's), wakesleep (its Fig. 2 baseline) or mcem "
+                                "(Monte Carlo EM, App. E; needs --metric=marginal)",
+                        choices=("aevb", "wakesleep", "mcem"))
     dataset: str = _f("mnist", "mnist or frey (Frey Face)", choices=("mnist", "frey"))
-    binarize: str = _f("dynamic", "MNIST only: dynamic (fresh per minibatch), static (Larochelle's), none (grey)",
-                       choices=("none", "dynamic", "static"))
+    binarize: str = _f("dynamic", "MNIST only: dynamic (fresh per minibatch), fixed (binarized once with "
+                                  "--eval_seed), static (Larochelle's), none (grey)",
+                       choices=("none", "dynamic", "fixed", "static"))
+    n_train: int = _f(0, "train on the first n_train training images only (0: all); Fig. 3 uses 1000 and 50000")
     nz: int = _f(20, "latent dimensions; Fig. 2 uses 3, 5, 10, 20, 200 (MNIST) and 2, 5, 10, 20 (Frey)")
     hidden: tuple = _f((500,), "hidden widths, comma-separated; §5: 500 for MNIST, 200 for Frey Face")
     activation: str = _f("tanh", "hidden units (App. C: tanh)", choices=("tanh", "relu", "softplus", "sigmoid"))
+    decoder: str = _f("auto", "p(x|z): auto (the paper's: bernoulli for MNIST, gaussian for Frey Face), bernoulli or "
+                              "gaussian (sigmoid means; on MNIST needs --binarize=none)",
+                      choices=("auto", "bernoulli", "gaussian"))
+    decoder_var: float = _f(0.0, "AEVB, gaussian decoder: 0 learns log sigma^2 per pixel (App. C); > 0 fixes "
+                                 "sigma^2 to this value for every pixel (squared error, scaled)")
     estimator: str = _f("B", "SGVB estimator: A (eq. 6) or B (eq. 7, analytic KL; the paper's experiments)",
                         choices=("A", "B"))
     samples: int = _f(3_000_000, "budget in training samples (Fig. 2's x-axis); a resume may extend it",
                       resumable=True)
     batch_size: int = _f(100, "minibatch size M (§5: 100)")
     L: int = _f(1, "samples of z per datapoint (§5: 1)")
+    beta: float = _f(1.0, "AEVB: weight of the KL term in the objective (1: the bound, the paper; the curves "
+                          "always show the bound)")
+    kl_warmup: int = _f(0, "AEVB: training samples over which the KL weight rises linearly from 0 to --beta "
+                           "(0: none, the paper)")
+    mcem_leapfrog: int = _f(10, "Monte Carlo EM: leapfrog steps of each E-step's HMC transition (App. E: 10)")
+    mcem_updates: int = _f(5, "Monte Carlo EM: Adagrad updates of the decoder per E-step (App. E: 5)")
     optimizer: str = _f("adagrad", "adagrad (§5), adam or sgd", choices=("adagrad", "adam", "sgd"))
     lr: float = _f(0.01, "step size; §5 picks it from {0.01, 0.02, 0.1} (see --lr_probe)")
     lr_probe: int = _f(0, "> 0: pick lr by the paper's rule, training this many samples per candidate")
@@ -48,6 +62,9 @@ class TrainConfig:
                             "(to vary the initialization and the data/noise stream separately)")
     dtype: str = _f("float64", "float64 or float32", choices=("float64", "float32"))
     eval_per_decade: int = _f(4, "evaluations per decade of training samples (log-spaced)", resumable=True)
+    metric: str = _f("bound", "what evaluations measure: bound (average lower bound per datapoint, Fig. 2) or "
+                              "marginal (log p(x) by the App. D HMC estimator, Fig. 3; Nz <= 4)",
+                     choices=("bound", "marginal"))
     eval_max: int = _f(0, "evaluate on at most this many points per set (0: the full sets)")
     eval_seed: int = _f(1234, "seed of the fixed evaluation noise and the evaluation sets' binarization")
     frey_n_test: int = _f(0, "Frey Face test-set size (0: the data module's default, 465)")
@@ -60,7 +77,14 @@ class TrainConfig:
     progress: bool = _f(True, "show a progress bar", resumable=True)
     figures: bool = _f(True, "draw the figures at the end of the run", resumable=True)
 
+    def metric_name(self):
+        """The evaluated quantity's name in history.csv and summary.json: elbo (the bound) or log_px."""
+        return "elbo" if self.metric == "bound" else "log_px"
+
     def likelihood(self):
+        """The decoder's distribution: --decoder, or with "auto" the paper's for the data set."""
+        if self.decoder != "auto":
+            return self.decoder
         return "bernoulli" if self.dataset == "mnist" else "gaussian"
 
     def validate(self):
@@ -69,10 +93,10 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
-        for name in ("nz", "samples", "batch_size", "L", "eval_per_decade"):
+        for name in ("nz", "samples", "batch_size", "L", "eval_per_decade", "mcem_leapfrog", "mcem_updates"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive; got {getattr(self, name)}")
-        for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test"):
+        for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test", "n_train", "kl_warmup"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be 0 or more; got {getattr(self, name)}")
         if self.init_seed < -1:
@@ -83,10 +107,38 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"--{name} must be a positive finite number; got {v}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ConfigError(f"--beta must be a finite number >= 0; got {self.beta}")
+        if self.algorithm != "aevb" and (self.beta != 1.0 or self.kl_warmup):
+            raise ConfigError(f"--beta and --kl_warmup weight AEVB's KL term; {self.algorithm} has none")
+        if self.likelihood() == "gaussian" and self.dataset == "mnist" and self.binarize != "none":
+            raise ConfigError(f"--decoder=gaussian on 0/1 data (--binarize={self.binarize}) has an unbounded density "
+                              f"(sigma -> 0 at every pixel): use --binarize=none (grey levels)")
+        if not (math.isfinite(self.decoder_var) and self.decoder_var >= 0):
+            raise ConfigError(f"--decoder_var must be a finite number >= 0; got {self.decoder_var}")
+        if self.decoder_var and self.likelihood() != "gaussian":
+            raise ConfigError(f"--decoder_var fixes a gaussian decoder's variance; this run's decoder is "
+                              f"{self.likelihood()} (add --decoder=gaussian)")
+        if self.decoder_var and self.algorithm != "aevb":
+            raise ConfigError(f"--decoder_var is implemented for AEVB only, not {self.algorithm}")
+        from .distributions import LOGVAR_MAX, LOGVAR_MIN
+        if self.decoder_var and not math.exp(LOGVAR_MIN) <= self.decoder_var <= math.exp(LOGVAR_MAX):
+            raise ConfigError(f"--decoder_var must lie in [exp({LOGVAR_MIN:g}), exp({LOGVAR_MAX:g})] (the log-variance "
+                              f"clamp); got {self.decoder_var}")
+        if self.algorithm == "mcem" and self.metric != "marginal":
+            raise ConfigError("--algorithm=mcem has no encoder, so no lower bound to evaluate: add --metric=marginal")
+        if self.algorithm == "mcem" and self.lr_probe:
+            raise ConfigError("--lr_probe compares training bounds, and --algorithm=mcem has none: give --lr")
+        if self.metric == "marginal" and self.nz > 4:
+            raise ConfigError(f"--metric=marginal (App. D) fits a density to 25 posterior samples per datapoint: "
+                              f"it is for Nz <= 4, got --nz={self.nz}")
         from .data import FREY_N, train_set_size
         if self.dataset == "frey" and self.frey_n_test >= FREY_N:
             raise ConfigError(f"--frey_n_test must be below {FREY_N} (the number of Frey Face images)")
         n_train = train_set_size(self.dataset, self.binarize, self.frey_n_test)
+        if self.n_train > n_train:
+            raise ConfigError(f"--n_train {self.n_train} is larger than the training set ({n_train:,} images)")
+        n_train = self.n_train or n_train
         if self.batch_size > n_train:
             raise ConfigError(f"--batch_size {self.batch_size} is larger than the training set ({n_train:,} images)")
         if self.lr_probe and self.lr_probe < self.batch_size:

@@ -11,7 +11,6 @@ end in ``_`` (``vae_``, ``history_``, ``n_features_in_``, ``summary_``).  Data w
 values in [0, 1] go to a Bernoulli decoder (re-binarized every minibatch by default); other real
 data to the Gaussian one with sigmoid means, so they must lie in [0, 1] as well (scale them).
 """
-import dataclasses
 import tempfile
 
 import numpy as np

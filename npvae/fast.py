@@ -4,7 +4,7 @@
 reference.  It allocates a new array for almost every intermediate; at the paper's
 size those are 0.2-3 MB temporaries, and the page faults of fresh memory cost more
 than the arithmetic.  ``FastStep`` does the very same computation (estimator B,
-Bernoulli decoder, tanh hidden units, any depth, float32 or float64) into buffers
+Bernoulli decoder, tanh hidden units, any depth, float32 or float64, any KL weight) into buffers
 allocated once, with ``out=`` everywhere:
 
     gather + binarize + noise   np.take / Generator.random / standard_normal into buffers
@@ -44,6 +44,7 @@ import math
 
 import numpy as np
 
+from . import distributions as D
 from .data import gather_minibatch
 from .distributions import LOGVAR_MAX, LOGVAR_MIN
 from .kernels import (active_indices, active_indices_by_column, adagrad_update, add_bias_neg_abs,
@@ -268,6 +269,10 @@ class FastStep:
     binary: the minibatches may be 0/1 (``TrainingData.binary``): look for the sparse first layer;
     sparse_max_density: the fraction of ones up to which it runs (None: ``SPARSE_MAX_DENSITY``;
     negative: never).
+
+    kl_weight: beta, the weight of the KL term in the objective of the next step (1: the bound,
+    the paper's); the AEVB learner sets it before each step for --beta and --kl_warmup.  Its
+    gradient is scaled where it joins at (mu, logvar), as ``elbo_backward(..., kl_weight)`` does.
     """
 
     def __init__(self, vae, optimizer, batch_size, L=1, prior="weights", prior_scale=0.0, binary=False,
@@ -286,6 +291,7 @@ class FastStep:
         self.kernel_out = (np.empty(M, dt), np.empty((L, M, vae.arch.x_dim), dt), np.empty((M, Z), dt),
                            np.empty((M, Z), dt))
         self.update_rule = _FusedUpdate(vae, net.grads, optimizer, vae.params, prior, prior_scale)
+        self.kl_weight = 1.0
 
     @staticmethod
     def supports(vae, estimator="B", optimizer=None, prior="weights"):
@@ -305,7 +311,8 @@ class FastStep:
         return self.x, self.eps
 
     def loss_and_grads(self, x, eps, want_loss=True):
-        """The reference's VAE.loss_and_grads(x, eps, "B"), into self.grads.  Returns the loss or None."""
+        """The reference's VAE.loss_and_grads(x, eps, "B", self.kl_weight), into self.grads.  Returns
+        the loss or None."""
         return self._forward_backward(x, eps, want_loss, _no_update)
 
     def _forward_backward(self, x, eps, want_loss, done_with):
@@ -324,6 +331,12 @@ class FastStep:
         elbo, dlogits, dmu_kl, dlogvar_kl = bernoulli_kl_grads_from_neg_abs(
             net.logits.reshape(L, M, -1), net.work.reshape(L, M, -1), x, net.mu, net.logvar, 1.0 / M, want_loss,
             self.kernel_out, g["dec.logits.b"])
+        kl_weight = float(self.kl_weight)
+        if kl_weight != 1.0:      # the objective weights the KL by beta, so does its gradient (M x Z, cheap)
+            dmu_kl *= kl_weight
+            dlogvar_kl *= kl_weight
+            if elbo is not None:  # the loss of the weighted objective: elbo - (beta - 1) KL
+                elbo = elbo - (kl_weight - 1.0) * D.kl_standard_normal_forward(net.mu, net.logvar)[0]
         net.decoder_backward(dlogits.reshape(L * M, -1), z2, self.dz.reshape(L * M, Z), done_with)
         # ---- the gradient crosses the stochastic node: dmu = sum_l dz, dsigma = sum_l dz * eps,
         #      and the KL's gradient joins at (mu, logvar)

@@ -154,12 +154,22 @@ def check_directions(f, params, grads, h=1e-2, n_directions=3, rng=None):
 
 
 def check_vae(vae, x, eps, estimator="B", mode="directions", h=None, n_directions=3, max_elements=None,
-              rng=None):
-    """Check vae.loss_and_grads against finite differences of vae.elbo.  Returns a list of CheckRow."""
-    _, grads = vae.loss_and_grads(x, eps, estimator)
+              rng=None, kl_weight=1.0):
+    """Check vae.loss_and_grads against finite differences of vae.elbo (kl_weight = 1) or, for a KL
+    weight beta != 1, of the weighted objective (``npvae.model.kl_weighted_objective``), computed by
+    the forward pass alone.  Returns a list of CheckRow."""
+    from .model import elbo_forward, kl_weighted_objective
+
+    if kl_weight == 1.0:
+        _, grads = vae.loss_and_grads(x, eps, estimator)
+    else:
+        _, grads = vae.loss_and_grads(x, eps, estimator, kl_weight)
 
     def loss():
-        return -float(np.mean(vae.elbo(x, eps, estimator), dtype=np.float64))
+        if kl_weight == 1.0:
+            return -float(np.mean(vae.elbo(x, eps, estimator), dtype=np.float64))
+        elbo, cache = elbo_forward(vae.params, vae.arch, x, eps, estimator)
+        return -float(np.mean(kl_weighted_objective(elbo, cache, kl_weight), dtype=np.float64))
 
     h = 1e-2 if h is None else h
     if mode == "directions":
@@ -188,6 +198,8 @@ def main(argv=None):
     p.add_argument("--hidden", type=str, default="500", help="hidden widths, e.g. 500 or 200,100")
     p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
     p.add_argument("--estimator", choices=["A", "B"], default="B")
+    p.add_argument("--kl-weight", type=float, default=1.0,
+                   help="beta, the weight of the KL term in the objective checked (1: the bound)")
     p.add_argument("--activation", default="tanh")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--samples", "-L", type=int, default=1, help="L, samples of z per datapoint")
@@ -203,6 +215,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if not (np.isfinite(args.kl_weight) and args.kl_weight >= 0):
+        p.error(f"--kl-weight must be a finite number >= 0, got {args.kl_weight}")
 
     dtype = np.dtype(args.dtype)
     hidden = tuple(int(w) for w in args.hidden.split(","))
@@ -213,7 +227,8 @@ def main(argv=None):
         args.x_dim, args.z_dim = trained["x_dim"], trained["z_dim"]
         hidden, args.likelihood, args.activation = trained["hidden"], trained["likelihood"], trained["activation"]
     vae = VAE(args.x_dim, args.z_dim, hidden, args.likelihood, seed=rng, dtype=dtype,
-              activation=args.activation, init_std=args.init_std)
+              activation=args.activation, init_std=args.init_std,
+              decoder_var=trained["decoder_var"] if trained is not None else None)
     if trained is not None:
         for k in vae.params:
             vae.params[k][...] = trained["params"][k]
@@ -223,10 +238,12 @@ def main(argv=None):
         x = rng.random((args.batch, args.x_dim)).astype(dtype)             # grey levels in [0, 1)
     eps = rng.standard_normal((args.samples, args.batch, args.z_dim)).astype(dtype)
     h = args.step
-    rows = check_vae(vae, x, eps, args.estimator, args.mode, h, args.directions, args.max_elements or None, rng)
+    rows = check_vae(vae, x, eps, args.estimator, args.mode, h, args.directions, args.max_elements or None, rng,
+                     kl_weight=args.kl_weight)
 
     where = f"trained parameters from {args.checkpoint}" if trained else f"init_std={args.init_std}"
-    print(f"{vae!r}\nbatch={args.batch} L={args.samples} estimator={args.estimator} mode={args.mode} "
+    print(f"{vae!r}\nbatch={args.batch} L={args.samples} estimator={args.estimator} kl_weight={args.kl_weight:g} "
+          f"mode={args.mode} "
           f"h={h:.1e} {where} seed={args.seed}")
     print(format_table(rows, args.tol))
     worst = max(r.rel_error for r in rows)
@@ -244,8 +261,11 @@ def _load_trained(run_dir):
         cfg = json.load(f)
     with np.load(os.path.join(run_dir, "checkpoint.npz"), allow_pickle=False) as z:
         params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
+    likelihood = cfg.get("decoder", "auto")               # --decoder; "auto" (and older runs): the paper's
+    if likelihood == "auto":
+        likelihood = "bernoulli" if cfg["dataset"] == "mnist" else "gaussian"
     return {"x_dim": params["enc.h1.W"].shape[0], "z_dim": cfg["nz"], "hidden": tuple(cfg["hidden"]),
-            "likelihood": "bernoulli" if cfg["dataset"] == "mnist" else "gaussian",
+            "likelihood": likelihood, "decoder_var": cfg.get("decoder_var") or None,
             "activation": cfg.get("activation", "tanh"), "params": params}
 
 

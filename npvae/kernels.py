@@ -2,9 +2,9 @@
 
 Each reference is written by calling the readable functions of ``npvae.layers``,
 ``npvae.stochastic``, ``npvae.distributions`` and ``npvae.optim``, so the kernel-vs-reference
-tests (``tests/test_fast.py``, ``tests/test_kernels.py``) tie the fast path to the code people
-read.  A kernel's name never repeats a readable function's: ``reparameterize_into`` is the
-kernel, ``npvae.stochastic.reparameterize_forward`` the readable node.
+tests (``tests/test_fast.py``, ``tests/test_kernels.py``, ``tests/test_fast_marginal.py``) tie the
+fast path to the code people read.  A kernel's name never repeats a readable function's:
+``reparameterize_into`` is the kernel, ``npvae.stochastic.reparameterize_forward`` the readable node.
 
 ``bernoulli_kl_grads`` fuses the two element-wise ends of the model's
 backward pass for a Bernoulli decoder with estimator B:
@@ -457,3 +457,135 @@ def sparse_weight_grad_reference(x, dh, W):
     """Reference of ``sparse_weight_grad_into``: the dW of ``layers.affine_backward`` on the dense 0/1 x."""
     _, dW, _ = layers.affine_backward(dh, (x, W))
     return dW
+
+
+# --------------------------------------------------------------------------- the marginal likelihood's log p(x|z)
+# HMC and importance sampling (npvae/marginal.py) evaluate log p(x|z) for a fixed Bernoulli decoder
+# hundreds of times per datapoint, and the readable density takes two transcendental calls per pixel:
+# exp(-|l|), then log1p of it; NumPy's float32 log1p has no SIMD loop.  Here NumPy's SIMD exp gives
+# e = exp(-|l|) by blocks of rows that stay in L2, and one Numba pass per row takes the rest:
+#
+#     sum_d log1p(e_d) = log prod_d (1 + e_d)          one log per row instead of one per pixel
+#     sigmoid(l) = (1 or e) / (1 + e)                  the gradient x - sigmoid(l), from the same e
+#
+# Every factor 1 + e lies in [1, 2], so a product of MAX_FACTORS_PER_LOG of them stays below 2^1000
+# (float64 overflows at 2^1024).  The row's two running reductions (the sum and the product) are
+# float64 for float32 data too: they are serial chains either way (no fastmath, so LLVM does not
+# reorder them), so the wider type costs nothing (measured) and the sums carry float64 rounding only.
+# The per-pixel terms x l - max(l, 0) and the sigmoid stay in the arrays' dtype (``zero``, ``one``);
+# 1 + e is formed in float64 as it enters the product.  Precision, float64 data: rounding each 1 + e
+# and each product moves the log by at most D ulp(1) ~ 2e-13 nats for D = 784, where the readable
+# sum of log1p's is exact to relative rounding (this matters only when log p(x|z) is itself that
+# close to 0); float32 data: within a few float32 roundings of the exact result (tests/test_fast_marginal.py).
+
+MAX_FACTORS_PER_LOG = 1000
+BLOCK_BYTES = 1 << 18           # rows of logits per exp block: 256 KB of them, L2-resident with e
+
+
+@njit(cache=True, error_model="numpy")
+def _bernoulli_row_log_lik(logits, e, x, zero):
+    """sum_d x_d l_d - max(l_d, 0) - log(1 + e_d) for one row: logits, e = exp(-|logits|), x: (D,)."""
+    D = logits.shape[0]
+    linear = 0.0
+    log_of_products = 0.0
+    for start in range(0, D, MAX_FACTORS_PER_LOG):
+        product = 1.0
+        for d in range(start, min(start + MAX_FACTORS_PER_LOG, D)):
+            v = logits[d]
+            linear += x[d] * v - max(v, zero)       # max, not (v + |v|) / 2: v + |v| overflows at 3e38
+            product *= 1.0 + e[d]                   # in float64: keeps the e < 6e-8 that 1 + e loses in float32
+        log_of_products += math.log(product)
+    return linear - log_of_products
+
+
+@njit(cache=True, error_model="numpy")
+def _bernoulli_log_lik_kernel(logits, e, x, first_row, zero, log_lik):
+    """log_lik[n] = the row sum for logits[n] (N, D) and x[(first_row + n) % B] (x: (B, D))."""
+    B = x.shape[0]
+    for n in range(logits.shape[0]):
+        log_lik[n] = _bernoulli_row_log_lik(logits[n], e[n], x[(first_row + n) % B], zero)
+
+
+@njit(cache=True, error_model="numpy")
+def _bernoulli_log_lik_dlogits_kernel(logits, e, x, first_row, zero, one, log_lik, dlogits):
+    """The value as above and dlogits[n] = x - sigmoid(logits[n]), per row: the value's loop first
+    (a serial reduction), then the gradient's, which has none and vectorizes; the row is in L1 for both."""
+    B = x.shape[0]
+    D = logits.shape[1]
+    for n in range(logits.shape[0]):
+        xr, lr, er, gr = x[(first_row + n) % B], logits[n], e[n], dlogits[n]
+        log_lik[n] = _bernoulli_row_log_lik(lr, er, xr, zero)
+        for d in range(D):
+            ed = er[d]
+            s = (one if lr[d] >= zero else ed) / (one + ed)     # sigmoid as layers.sigmoid takes it, no overflow
+            gr[d] = xr[d] - s
+
+
+def _rows_and_exp_blocks(x, logits):
+    """Checks and flattens the arguments, and yields e = exp(-|logits|) block by block.
+
+    Returns (x (B, D) in logits' dtype, logits as (N, D), blocks), where blocks yields
+    (rows, e): a slice of the N rows and exp(-|logits[rows]|) in a buffer reused for every block."""
+    logits = np.asarray(logits)
+    if logits.dtype not in (np.float32, np.float64):
+        raise TypeError(f"logits must be float32 or float64, got {logits.dtype}")
+    x = np.ascontiguousarray(x, dtype=logits.dtype)
+    if x.ndim != 2 or logits.ndim < 2 or logits.shape[-2:] != x.shape:
+        raise ValueError(f"logits must have shape (..., {', '.join(map(str, x.shape))}) for x of shape {x.shape}, "
+                         f"got {logits.shape}")
+    rows2d = np.ascontiguousarray(logits).reshape(-1, x.shape[1])
+    n_rows, width = rows2d.shape
+    rows_per_block = max(1, BLOCK_BYTES // max(1, width * rows2d.itemsize))
+
+    def blocks():
+        buffer = np.empty((min(rows_per_block, n_rows), width), rows2d.dtype)
+        for start in range(0, n_rows, rows_per_block):
+            rows = slice(start, min(start + rows_per_block, n_rows))
+            e = buffer[:rows.stop - start]
+            np.abs(rows2d[rows], out=e)
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            yield rows, e
+    return x, rows2d, blocks()
+
+
+def bernoulli_log_lik(x, logits):
+    """The value of ``distributions.bernoulli_logpmf_forward``, fast: sum_d x_d l_d - softplus(l_d).
+
+    x: (B, D) in [0, 1]; logits: (..., B, D), float32 or float64 -> (..., B) in logits' dtype.
+    Row n of the flattened logits goes with x[n % B], as NumPy's broadcasting pairs them."""
+    x, rows2d, blocks = _rows_and_exp_blocks(x, logits)
+    t = rows2d.dtype.type
+    log_lik = np.empty(rows2d.shape[0], rows2d.dtype)
+    for rows, e in blocks:
+        _bernoulli_log_lik_kernel(rows2d[rows], e, x, rows.start, t(0), log_lik[rows])
+    return log_lik.reshape(np.shape(logits)[:-1])
+
+
+def bernoulli_log_lik_reference(x, logits):
+    """Reference of ``bernoulli_log_lik``: ``distributions.bernoulli_logpmf_forward``."""
+    log_lik, _ = D.bernoulli_logpmf_forward(x, logits)
+    return log_lik
+
+
+def bernoulli_log_lik_and_dlogits(x, logits):
+    """``bernoulli_log_lik`` and its gradient, from one exp(-|l|) per pixel:
+
+        d/dl_d sum_d' [x_d' l_d' - softplus(l_d')] = x_d - sigmoid(l_d).
+
+    x: (B, D); logits: (..., B, D) -> (log_lik (..., B), dlogits (..., B, D)), in logits' dtype."""
+    x, rows2d, blocks = _rows_and_exp_blocks(x, logits)
+    t = rows2d.dtype.type
+    log_lik = np.empty(rows2d.shape[0], rows2d.dtype)
+    dlogits = np.empty_like(rows2d)
+    for rows, e in blocks:
+        _bernoulli_log_lik_dlogits_kernel(rows2d[rows], e, x, rows.start, t(0), t(1), log_lik[rows], dlogits[rows])
+    shape = np.shape(logits)
+    return log_lik.reshape(shape[:-1]), dlogits.reshape(shape)
+
+
+def bernoulli_log_lik_and_dlogits_reference(x, logits):
+    """Reference of ``bernoulli_log_lik_and_dlogits``: ``distributions.bernoulli_logpmf_forward`` and
+    ``bernoulli_logpmf_backward`` with an upstream gradient of ones (each row's own log-likelihood)."""
+    log_lik, cache = D.bernoulli_logpmf_forward(x, logits)
+    return log_lik, D.bernoulli_logpmf_backward(np.ones_like(log_lik), cache)

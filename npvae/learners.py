@@ -23,6 +23,8 @@ import numpy as np
 
 from .data import gather_minibatch
 from .fast import FastStep, FastWakeSleep, unsupported_reason
+from .marginal import ADAPT_SMOOTHING, adapt_step_size, hmc_log_px, hmc_transition
+from .marginal import _vae_log_joint
 from .model import VAE
 from .optim import has_prior, make_optimizer
 from .wakesleep import dream, sample_posterior, sleep_loss_and_grads, wake_loss_and_grads
@@ -80,6 +82,22 @@ class Learner:
         """The average lower bound per datapoint on x with fixed noise eps (the curves' quantity)."""
         return evaluate_bound(self.vae, x, eps, self.config.estimator)
 
+    def evaluate_marginal(self, x, rng, log=print):
+        """The average log p(x) per datapoint on x by the Appendix D estimator (``hmc_log_px``, the
+        paper's settings: 50 HMC samples, 4 leapfrog steps), datapoint i's randomness from rng's i-th
+        spawned child.  Datapoints whose chain got stuck (NaN) are left out, and the log says so."""
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # counted below instead, once
+            estimate = hmc_log_px(self.vae, x, rng, **self._marginal_start(x))
+        stuck = int(np.isnan(estimate.log_px).sum())
+        if stuck:
+            log(f"App. D estimate: {stuck} of {len(x)} datapoints' HMC chains stayed put; left out of the mean")
+        return float(np.nanmean(estimate.log_px))
+
+    def _marginal_start(self, x):
+        return {}           # the chains start at the encoder's mean, with steps from its sigma
+
     def state_arrays(self):
         return {f"param/{k}": v for k, v in self.vae.params.items()}
 
@@ -104,12 +122,19 @@ class Learner:
 class AEVB(Learner):
     """Auto-Encoding Variational Bayes (Algorithm 1): one SGVB gradient step on encoder and
     decoder together.  ``FastStep`` where it computes exactly the same, the readable
-    ``VAE.loss_and_grads`` otherwise (or with ``fast=False``)."""
+    ``VAE.loss_and_grads`` otherwise (or with ``fast=False``).
+
+    The objective's KL term is weighted by beta_t (``kl_weight``; 1, the bound, by default); the
+    learner counts the training samples it has stepped on for the warm-up, and checkpoints the
+    count.  Evaluation always measures the bound itself (beta = 1)."""
 
     name = "aevb"
 
     def __init__(self, config, x_dim, n_train, rng, binary=False):
         super().__init__(config, x_dim, n_train, rng)
+        if config.decoder_var:     # the base class built the learned log sigma^2 head: a fixed variance has none
+            self.vae.use_fixed_decoder_var(config.decoder_var)
+        self.samples_seen = 0
         self.opt = _optimizer(config)
         self.fast = None
         reason = unsupported_reason(self.vae, config.estimator, self.opt, config.prior)
@@ -119,14 +144,23 @@ class AEVB(Learner):
         elif config.fast:
             self.implementation = f"reference (the fast step does not implement {reason})"
 
+    def kl_weight(self):
+        """beta_t, the KL weight of the next step: beta min(1, samples_seen / kl_warmup) during a
+        warm-up (--kl_warmup > 0), beta otherwise."""
+        beta, warmup = float(self.config.beta), self.config.kl_warmup
+        return beta * min(1.0, self.samples_seen / warmup) if warmup else beta
+
     def step(self, data, idx, rng):
+        kl_weight = self.kl_weight()
+        self.samples_seen += len(idx)
         if self.fast is not None:                                    # same arithmetic, preallocated
+            self.fast.kl_weight = kl_weight
             x, eps = self.fast.load_batch(data.train_x, idx, rng, data.dynamic)
             _, finite = self.fast.step(x, eps)
             return finite
         x = self._gather(data, idx, rng)                             # the readable reference
         eps = self._normal((self.L, len(idx), self.config.nz), rng)
-        loss, grads = self.vae.loss_and_grads(x, eps, self.config.estimator)
+        loss, grads = self.vae.loss_and_grads(x, eps, self.config.estimator, kl_weight)
         if not math.isfinite(loss):
             return False
         prior_grads(self.vae.params, grads, self.prior_scale, self.config.prior)
@@ -134,11 +168,18 @@ class AEVB(Learner):
         return True
 
     def state_arrays(self):
-        return {**super().state_arrays(), **_save_optimizer("opt", self.opt)}
+        return {**super().state_arrays(), **_save_optimizer("opt", self.opt),
+                "aevb/samples_seen": np.array(self.samples_seen, dtype=np.int64)}
 
     def load_state_arrays(self, arrays):
         super().load_state_arrays(arrays)
         _load_optimizer("opt", self.opt, arrays)
+        if "aevb/samples_seen" in arrays:
+            self.samples_seen = int(arrays["aevb/samples_seen"])
+        elif self.config.kl_warmup:
+            raise ValueError("the checkpoint has no aevb/samples_seen (it predates --kl_warmup), so the KL warm-up "
+                             "cannot continue where it stopped")
+        # else: a checkpoint from before the counter; without a warm-up the count is never read
 
 
 class WakeSleep(Learner):
@@ -195,4 +236,78 @@ class WakeSleep(Learner):
         _load_optimizer("opt.rec", self.rec_opt, arrays)
 
 
-LEARNERS = {AEVB.name: AEVB, WakeSleep.name: WakeSleep}
+class MCEM(Learner):
+    """Monte Carlo EM (the paper's Appendix E): the generative model alone, no encoder.
+
+    Every training datapoint n keeps a persistent chain z_n, its own HMC step size and its running
+    acceptance rate (learner state, checkpointed).  A step on a minibatch:
+
+      E-step  one HMC transition of each of its datapoints' chains towards p(z | x_n) under the current
+              decoder (``mcem_leapfrog`` leapfrog steps, 10 in the paper); each step size is then nudged
+              x 1.02^(+-1) towards a running acceptance of 90%, for as long as training lasts (the target
+              moves with the decoder, so the adaptation never stops);
+      M-step  ``mcem_updates`` (5) Adagrad steps on the decoder, each ascending
+              mean_n log p(x_n, z_n) + (1/N) log p(theta) at the new z (``wake_loss_and_grads``: the
+              same gradient as wake-sleep's wake phase, with z from HMC instead of from q(z|x)).
+
+    A step counts its M datapoints as M training samples, as AEVB's does (it also evaluates the
+    decoder 10 + 5 times per datapoint).  The VAE object's encoder is carried untrained, so that the
+    run folder holds a full VAE; nothing uses it: evaluation is the Appendix D estimate of log p(x)
+    (``--metric=marginal``) with chains started at z = 0.
+    """
+
+    name = "mcem"
+    TARGET_ACCEPT = 0.9
+
+    def __init__(self, config, x_dim, n_train, rng, binary=False):
+        super().__init__(config, x_dim, n_train, rng)
+        self.opt = _optimizer(config)
+        self.z = rng.standard_normal((n_train, config.nz))       # the chains start from the prior
+        self.step_size = np.full(n_train, 0.1)
+        self.accept_rate = np.full(n_train, self.TARGET_ACCEPT)
+        self.implementation = f"reference (HMC E-step, {config.mcem_leapfrog} leapfrog steps; " \
+                              f"{config.mcem_updates} Adagrad M-steps)"
+
+    def step(self, data, idx, rng):
+        params, arch, config = self.vae.params, self.vae.arch, self.config
+        x = self._gather(data, idx, rng)
+        target = _vae_log_joint(self.vae, x)
+        z = self.z[idx]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            logp, grad = (np.asarray(a, dtype=np.float64) for a in target(z))
+        if not (np.isfinite(logp).all() and np.isfinite(grad).all()):
+            return False
+        momentum, log_u = rng.standard_normal(z.shape), np.log(rng.random(len(idx)))
+        z, _, _, accept_prob = hmc_transition(target, z, logp, grad, self.step_size[idx], config.mcem_leapfrog,
+                                              momentum, log_u)
+        self.z[idx] = z
+        rate = self.accept_rate[idx] + ADAPT_SMOOTHING * (accept_prob - self.accept_rate[idx])
+        self.accept_rate[idx] = rate
+        self.step_size[idx] = adapt_step_size(self.step_size[idx], rate, self.TARGET_ACCEPT)
+        z = z.astype(self.vae.dtype)
+        for _ in range(config.mcem_updates):
+            loss, grads = wake_loss_and_grads(params, arch, x, z)
+            if not math.isfinite(loss):
+                return False
+            prior_grads(params, grads, self.prior_scale, config.prior)
+            self.opt.update({k: params[k] for k in grads}, grads)
+        return True
+
+    def _marginal_start(self, x):
+        return {"z0": np.zeros((len(x), self.vae.arch.z_dim)), "step_size": 0.1}
+
+    def state_arrays(self):
+        return {**super().state_arrays(), **_save_optimizer("opt", self.opt), "mcem/z": self.z,
+                "mcem/step_size": self.step_size, "mcem/accept_rate": self.accept_rate}
+
+    def load_state_arrays(self, arrays):
+        super().load_state_arrays(arrays)
+        _load_optimizer("opt", self.opt, arrays)
+        for name in ("z", "step_size", "accept_rate"):
+            saved, mine = arrays.get(f"mcem/{name}"), getattr(self, name)
+            if saved is None or saved.shape != mine.shape:
+                raise ValueError(f"the checkpoint's mcem/{name} does not fit a training set of {len(self.z)} points")
+            mine[...] = saved
+
+
+LEARNERS = {AEVB.name: AEVB, WakeSleep.name: WakeSleep, MCEM.name: MCEM}

@@ -25,6 +25,11 @@ not depend on which other datapoints share its batch: a batch gives the datapoin
 
 Numerics.  Every mean of exponentials is a log-sum-exp (``scipy.special.logsumexp``); HMC never lets a
 non-finite position, log-density or gradient into a chain (such proposals are rejected).
+
+Speed.  The estimators spend most of their time in log p(x|z).  For a Bernoulli decoder they take it,
+and its gradient, from ``npvae.kernels`` (``make_log_joint(..., fast=True)``), and skip the decoder's
+weight gradients, which no estimator uses; tests/test_fast_marginal.py ties that path to the readable
+one below, which stays the default of ``make_log_joint``.
 """
 from typing import NamedTuple
 import warnings
@@ -33,6 +38,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from . import distributions as D
+from .kernels import bernoulli_log_lik, bernoulli_log_lik_and_dlogits
 from .model import (VAE, decoder_backward, decoder_forward, encoder_forward, log_likelihood_backward,
                     log_likelihood_forward, standard_normal_logpdf_backward, standard_normal_logpdf_forward)
 
@@ -47,27 +53,34 @@ MIN_KDE_SAMPLES_PER_DIM = 4  # fewer fitting samples per latent dimension: a dia
 
 # --------------------------------------------------------------------------- the target log p(x, z)
 
-def make_log_joint(vae, x):
+def make_log_joint(vae, x, fast=False):
     """The target for HMC: log p(x, z) = log p(x|z) + log p(z) and its gradient with respect to z.
 
     vae: a ``VAE``; x: (B, x_dim), checked once here, not in every leapfrog step.
     Returns ``log_joint_and_grad_z(z, grad=True)``:
         z: (..., B, z_dim) -> (logp (..., B), dlogp/dz (..., B, z_dim)), or (logp, None) if grad=False.
     It reads ``vae.params`` at each call, so a model updated in place (Monte Carlo EM) is seen.
+    fast=True: for a Bernoulli decoder, what the estimators use: log p(x|z) and its gradient from
+    ``kernels.bernoulli_log_lik*`` and no weight gradients; equal to this readable path to 1e-12 in
+    float64 (tests/test_fast_marginal.py).  The log p(x|z) pass is 3 to 10 times faster, the estimators
+    about 2 times (benchmarks/bench_marginal.py).  A Gaussian decoder ignores it.
     """
     if not isinstance(vae, VAE):
         raise TypeError(f"make_log_joint needs a npvae.VAE, got {type(vae).__name__}")
-    return _vae_log_joint(vae, vae._check_x(x))
+    return _vae_log_joint(vae, vae._check_x(x), fast)
 
 
-def _vae_log_joint(vae, x):
-    """make_log_joint without the check of x (the caller has done it)."""
+def _vae_log_joint(vae, x, fast=True):
+    """make_log_joint without the check of x (the caller has done it); fast by default (the estimators')."""
     arch, batch = vae.arch, x.shape[0]
 
-    def log_joint_and_grad_z(z, grad=True):
+    def check_and_cast(z):
         if z.ndim < 2 or z.shape[-2:] != (batch, arch.z_dim):
             raise ValueError(f"z must have shape (..., {batch}, {arch.z_dim}), got {z.shape}")
-        z = z.astype(vae.dtype, copy=False)   # a float32 model runs its products in float32
+        return z.astype(vae.dtype, copy=False)   # a float32 model runs its products in float32
+
+    def log_joint_and_grad_z(z, grad=True):
+        z = check_and_cast(z)
         dec_out, dec_cache = decoder_forward(vae.params, arch, z)
         log_px_z, lik_cache = log_likelihood_forward(arch.likelihood, x, dec_out)     # (..., B)
         log_pz, pz_cache = standard_normal_logpdf_forward(z)                           # (..., B)
@@ -80,7 +93,19 @@ def _vae_log_joint(vae, x):
         dz, _ = decoder_backward(log_likelihood_backward(ones, lik_cache, arch.likelihood), dec_cache)
         return logp, dz + standard_normal_logpdf_backward(ones, pz_cache)
 
-    return log_joint_and_grad_z
+    def bernoulli_log_joint_and_grad_z(z, grad=True):
+        """The same for a Bernoulli decoder, fast: log p(x|z) and its gradient in one kernel call, and
+        no weight gradients.  tests/test_fast_marginal.py holds it to the function above."""
+        z = check_and_cast(z)
+        logits, dec_cache = decoder_forward(vae.params, arch, z)
+        log_pz, pz_cache = standard_normal_logpdf_forward(z)                           # (..., B)
+        if not grad:
+            return bernoulli_log_lik(x, logits) + log_pz, None
+        log_px_z, dlogits = bernoulli_log_lik_and_dlogits(x, logits)                  # (..., B), like logits
+        dz, _ = decoder_backward(dlogits, dec_cache, param_grads=False)
+        return log_px_z + log_pz, dz + standard_normal_logpdf_backward(np.ones_like(log_pz), pz_cache)
+
+    return bernoulli_log_joint_and_grad_z if fast and arch.likelihood == "bernoulli" else log_joint_and_grad_z
 
 
 def _evaluate(target, z):
@@ -337,7 +362,7 @@ class MarginalEstimate(NamedTuple):
 
 
 def hmc_log_px(model, x, rng, n_samples=50, n_leapfrog=4, step_size=None, burn_in=200, thin=1,
-               target_accept=0.9, z0=None, step_jitter=0.2, kde_factors=KDE_FACTORS):
+               target_accept=0.9, z0=None, step_jitter=0.2, kde_factors=KDE_FACTORS, fast=True):
     """Appendix D: log p(x) from posterior samples, for small latent spaces (the paper: Nz < 5).
 
     model: a ``VAE`` (with x: (B, x_dim)), or a target z (B, Z) -> (logp (B,), dlogp/dz (B, Z)) for a
@@ -347,7 +372,8 @@ def hmc_log_px(model, x, rng, n_samples=50, n_leapfrog=4, step_size=None, burn_i
            batch equals the datapoints one by one (to rounding);
     z0:    (B, Z) chain starts; default for a VAE: the encoder's mean mu(x);
     step_size: initial step sizes (float or (B,)); default for a VAE: half the smallest encoder
-           standard deviation per datapoint (the posterior's scale, roughly), else 0.1.
+           standard deviation per datapoint (the posterior's scale, roughly), else 0.1;
+    fast:  for a VAE, ``make_log_joint``'s fast path (False: the readable one, for checks and timings).
 
     Per datapoint (the authors' hmc_est.py with the paper's settings, 50 samples, 4 leapfrog steps):
     (1) n_samples posterior draws by ``hmc_sample`` (after ``burn_in`` adapting transitions, keeping
@@ -376,7 +402,7 @@ def hmc_log_px(model, x, rng, n_samples=50, n_leapfrog=4, step_size=None, burn_i
                          "and >= 2 to evaluate the estimate, so at least 4")
     if isinstance(model, VAE):
         x = model._check_x(x)
-        target = _vae_log_joint(model, x)
+        target = _vae_log_joint(model, x, fast)
         mu, logvar = encoder_forward(model.params, model.arch, x)[0]
         if z0 is None:
             z0 = mu
@@ -463,7 +489,8 @@ def diagonal_gaussian_proposal(mu, logvar):
     return proposal
 
 
-def importance_sampled_log_px(model, x, k=5000, *, rng, chunk=4096, proposal=None, return_stderr=False):
+def importance_sampled_log_px(model, x, k=5000, *, rng, chunk=4096, proposal=None, return_stderr=False,
+                              fast=True):
     """log p(x) by importance sampling with k samples per datapoint (the IWAE bound of Burda et al.).
 
         log p(x) ~= logmeanexp_k [log p(x, z_k) - log q(z_k|x)],   z_k = mu(x) + sigma(x) eps_k
@@ -473,7 +500,8 @@ def importance_sampled_log_px(model, x, k=5000, *, rng, chunk=4096, proposal=Non
     proposal: optional (mu, logvar), each (B, Z): a diagonal Gaussian in place of the encoder;
     rng: a Generator (one child per datapoint is spawned) or a sequence of B Generators;
     chunk: at most this many z per decoder call: memory ~ chunk x (hidden + x_dim) x 8 bytes x a few,
-           ~150 MB for the paper's MNIST model at the default; datapoints are chunked too.
+           ~150 MB for the paper's MNIST model at the default; datapoints are chunked too;
+    fast: for a VAE, ``make_log_joint``'s fast path (False: the readable one, for checks and timings).
 
     Returns log_px (B,), or (log_px, stderr) with return_stderr=True (see importance_log_px).
     """
@@ -492,7 +520,7 @@ def importance_sampled_log_px(model, x, k=5000, *, rng, chunk=4096, proposal=Non
         log_px, stderr = np.empty(x.shape[0]), np.empty(x.shape[0])
         for s in range(0, x.shape[0], b):
             rows = slice(s, s + b)
-            target = _vae_log_joint(model, x[rows])
+            target = _vae_log_joint(model, x[rows], fast)
             log_px[rows], stderr[rows] = importance_log_px(
                 _log_joint_only(target, True), diagonal_gaussian_proposal(mu[rows], logvar[rows]), gens[rows],
                 k, model.arch.z_dim, kc)

@@ -6,13 +6,17 @@ The model is a handful of pure functions over a flat ``params`` dict:
     sample_forward    (mu, logvar, eps) -> z                  npvae/stochastic.py
     decoder_forward   z -> logits, or (mean, logvar)          p(x|z)
     elbo_forward      all of the above -> per-datapoint bound (eq. 6 or eq. 7)
-    elbo_backward     its line-by-line mirror
+    elbo_backward     its line-by-line mirror; with kl_weight = beta, the gradient of the
+                      training objective E_q[log p(x|z)] - beta KL (beta-VAE, KL warm-up)
 
 and ``VAE``, a thin class that owns the parameters and checks its inputs.
 The same pieces give log q(z|x) and log p(x, z) with their gradients, which
 is what wake-sleep, HMC and Monte Carlo EM are built from.
 """
+import dataclasses
+import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,6 +38,8 @@ class Architecture:
     dec_hidden: tuple          # widths from z towards x
     likelihood: str = "bernoulli"
     activation: str = "tanh"
+    decoder_logvar: float = None   # Gaussian decoder: None learns log sigma^2 (a head, the paper's);
+                                   # a number fixes it for every pixel (no head)
 
     def param_shapes(self):
         """{name: shape} in a fixed order: encoder first, then decoder."""
@@ -48,7 +54,10 @@ class Architecture:
         for k, width in enumerate(self.dec_hidden, 1):
             shapes[f"dec.h{k}.W"], shapes[f"dec.h{k}.b"] = (fan_in, width), (width,)
             fan_in = width
-        heads = ("logits",) if self.likelihood == "bernoulli" else ("mu", "logvar")
+        if self.likelihood == "bernoulli":
+            heads = ("logits",)
+        else:
+            heads = ("mu", "logvar") if self.decoder_logvar is None else ("mu",)
         for head in heads:
             shapes[f"dec.{head}.W"], shapes[f"dec.{head}.b"] = (fan_in, self.x_dim), (self.x_dim,)
         return shapes
@@ -68,15 +77,19 @@ def mlp_forward(params, prefix, x, n_layers, activation):
     return h, (prefix, activation, caches)
 
 
-def mlp_backward(dh, cache, need_dx=True):
-    """dh: (N, width) -> (dx or None, grads).  need_dx=False skips the product that only the data would use."""
+def mlp_backward(dh, cache, need_dx=True, param_grads=True):
+    """dh: (N, width) -> (dx or None, grads).  need_dx=False skips the product that only the data would use;
+    param_grads=False skips those only the weights and biases would use (grads is then {})."""
     prefix, activation, caches = cache
     _, act_backward = get_activation(activation)
     grads = {}
     for k in range(len(caches), 0, -1):
         affine_cache, act_cache = caches[k - 1]
         da = act_backward(dh, act_cache)
-        if k == 1 and not need_dx:
+        if not param_grads:
+            _, W = affine_cache
+            dh = da @ W.T                     # affine_backward's dx alone
+        elif k == 1 and not need_dx:
             x, _ = affine_cache
             dh = None
             grads[f"{prefix}.h1.W"], grads[f"{prefix}.h1.b"] = x.T @ da, da.sum(axis=0)
@@ -89,7 +102,10 @@ def _head_forward(params, name, h):
     return affine_forward(h, params[name + ".W"], params[name + ".b"])
 
 
-def _head_backward(dout, cache, name, grads):
+def _head_backward(dout, cache, name, grads, param_grads=True):
+    if not param_grads:                       # affine_backward's dx alone; grads left as they are
+        _, W = cache
+        return dout @ W.T
     dh, grads[name + ".W"], grads[name + ".b"] = affine_backward(dout, cache)
     return dh
 
@@ -122,7 +138,8 @@ def decoder_forward(params, arch, z):
     """z: (..., z_dim) -> decoder output with leading shape (...):
 
     bernoulli: logits (..., x_dim)                 (means are sigmoid(logits))
-    gaussian:  (mean, logvar), each (..., x_dim)   mean = sigmoid(.) lies in (0, 1)
+    gaussian:  (mean, logvar), each (..., x_dim)   mean = sigmoid(.) lies in (0, 1); logvar from its
+                                                   head, or the constant arch.decoder_logvar
     """
     lead = z.shape[:-1]
     h, trunk = mlp_forward(params, "dec", z.reshape(-1, arch.z_dim), len(arch.dec_hidden), arch.activation)
@@ -131,24 +148,30 @@ def decoder_forward(params, arch, z):
         return logits.reshape(lead + (arch.x_dim,)), (arch, lead, trunk, cache)
     a, mu_cache = _head_forward(params, "dec.mu", h)
     mean, sig_cache = sigmoid_forward(a)
-    logvar_raw, lv_cache = _head_forward(params, "dec.logvar", h)
-    logvar, clamp_cache = clamp_forward(logvar_raw, D.LOGVAR_MIN, D.LOGVAR_MAX)
+    if arch.decoder_logvar is None:
+        logvar_raw, lv_cache = _head_forward(params, "dec.logvar", h)
+        logvar, clamp_cache = clamp_forward(logvar_raw, D.LOGVAR_MIN, D.LOGVAR_MAX)
+    else:                       # a fixed variance: a constant, with no parameter behind it
+        logvar, lv_cache, clamp_cache = np.full_like(mean, arch.decoder_logvar), None, None
     out = (mean.reshape(lead + (arch.x_dim,)), logvar.reshape(lead + (arch.x_dim,)))
     return out, (arch, lead, trunk, (mu_cache, sig_cache, lv_cache, clamp_cache))
 
 
-def decoder_backward(dout, cache):
-    """dout shaped like decoder_forward's output -> (dz (..., z_dim), grads of every ``dec.*`` parameter)."""
+def decoder_backward(dout, cache, param_grads=True):
+    """dout shaped like decoder_forward's output -> (dz (..., z_dim), grads of every ``dec.*`` parameter).
+
+    param_grads=False returns (dz, {}) without the weights' and biases' products (HMC needs dz alone)."""
     arch, lead, trunk, head_cache = cache
     grads = {}
     if arch.likelihood == "bernoulli":
-        dh = _head_backward(dout.reshape(-1, arch.x_dim), head_cache, "dec.logits", grads)
+        dh = _head_backward(dout.reshape(-1, arch.x_dim), head_cache, "dec.logits", grads, param_grads)
     else:
         dmean, dlogvar = (d.reshape(-1, arch.x_dim) for d in dout)
         mu_cache, sig_cache, lv_cache, clamp_cache = head_cache
-        dh = _head_backward(sigmoid_backward(dmean, sig_cache), mu_cache, "dec.mu", grads)
-        dh += _head_backward(clamp_backward(dlogvar, clamp_cache), lv_cache, "dec.logvar", grads)
-    dz, trunk_grads = mlp_backward(dh, trunk)
+        dh = _head_backward(sigmoid_backward(dmean, sig_cache), mu_cache, "dec.mu", grads, param_grads)
+        if arch.decoder_logvar is None:      # a fixed log sigma^2 has no parameter: its gradient stops here
+            dh += _head_backward(clamp_backward(dlogvar, clamp_cache), lv_cache, "dec.logvar", grads, param_grads)
+    dz, trunk_grads = mlp_backward(dh, trunk, param_grads=param_grads)
     grads.update(trunk_grads)
     return dz.reshape(lead + (arch.z_dim,)), grads
 
@@ -195,6 +218,20 @@ def standard_normal_logpdf_backward(dlp, cache):
 
 # --------------------------------------------------------------------------- the bound (eq. 6 and eq. 7)
 
+class ElboCache(NamedTuple):
+    """What ``elbo_backward`` needs, and the bound's two terms per datapoint."""
+    arch: Architecture
+    estimator: str
+    L: int
+    enc: tuple
+    sample: tuple
+    dec: tuple
+    lik: tuple
+    extra: tuple                 # B: the KL's cache; A: (log p(z)'s cache, log q(z|x)'s cache)
+    reconstruction: np.ndarray   # (B,) mean_l log p(x|z_l)
+    kl: np.ndarray               # (B,) the KL term: analytic (B), mean_l [log q(z_l|x) - log p(z_l)] (A)
+
+
 def elbo_forward(params, arch, x, eps, estimator="B"):
     """Per-datapoint SGVB estimate of the lower bound.
 
@@ -202,7 +239,9 @@ def elbo_forward(params, arch, x, eps, estimator="B"):
       estimator "A" (eq. 6): mean_l [ log p(x|z_l) + log p(z_l) - log q(z_l|x) ]
       estimator "B" (eq. 7): mean_l [ log p(x|z_l) ] - KL(q(z|x) || p(z))
 
-    Only cheap checks run here (the estimator's name, eps's L axis); ``VAE`` checks the rest.
+    The cache (an ``ElboCache``) also holds the two terms, reconstruction and KL, per datapoint:
+    ``kl_weighted_objective`` weights the second.  Only cheap checks run here (the estimator's
+    name, eps's L axis); ``VAE`` checks the rest.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose 'A' (eq. 6) or 'B' (eq. 7)")
@@ -215,38 +254,64 @@ def elbo_forward(params, arch, x, eps, estimator="B"):
     log_px, lik_cache = log_likelihood_forward(arch.likelihood, x, dec_out)   # (L, B)
     if estimator == "B":
         kl, kl_cache = D.kl_standard_normal_forward(mu, logvar)           # (B,)
-        elbo = log_px.mean(axis=0) - kl
+        reconstruction = log_px.mean(axis=0)
+        elbo = reconstruction - kl
         extra = kl_cache
     else:
         log_pz, pz_cache = standard_normal_logpdf_forward(z)              # (L, B)
         log_qz, qz_cache = D.gaussian_logpdf_forward(z, mu, logvar)       # (L, B), z given
         elbo = (log_px + log_pz - log_qz).mean(axis=0)
         extra = (pz_cache, qz_cache)
-    cache = (arch, estimator, eps.shape[0], enc_cache, sample_cache, dec_cache, lik_cache, extra)
+        reconstruction, kl = log_px.mean(axis=0), (log_qz - log_pz).mean(axis=0)
+    cache = ElboCache(arch, estimator, eps.shape[0], enc_cache, sample_cache, dec_cache, lik_cache, extra,
+                      reconstruction, kl)
     return elbo, cache
 
 
-def elbo_backward(delbo, cache):
-    """delbo: (B,) = d(scalar)/d(elbo) -> grads, one per parameter."""
-    arch, estimator, L, enc_cache, sample_cache, dec_cache, lik_cache, extra = cache
+def kl_weighted_objective(elbo, cache, kl_weight=1.0):
+    """The training objective per datapoint (B,), its KL term weighted by kl_weight = beta:
+
+      estimator "B": mean_l log p(x|z_l) - beta KL(q(z|x) || p(z))
+      estimator "A": mean_l [ log p(x|z_l) - beta (log q(z_l|x) - log p(z_l)) ]
+
+    beta = 1 returns the bound itself (elbo, bitwise).  For beta > 1 the objective is a looser
+    lower bound on log p(x) (estimator B: the KL is >= 0); for beta < 1 it is not a bound at all.
+    elbo, cache: from ``elbo_forward``; ``elbo_backward(dobjective, cache, kl_weight)`` is its gradient.
+    """
+    if kl_weight == 1.0:
+        return elbo
+    return cache.reconstruction - kl_weight * cache.kl
+
+
+def elbo_backward(delbo, cache, kl_weight=1.0):
+    """delbo: (B,) = d(scalar)/d(elbo) -> grads, one per parameter.
+
+    kl_weight = beta: the gradient of sum(delbo * objective) for the objective whose KL term is
+    weighted by beta (``kl_weighted_objective``): the paths through the KL term (B: the analytic
+    KL; A: log p(z) and log q(z|x)) carry beta times their gradient.  beta = 1, the default, is
+    the bound's gradient, bitwise (a product with 1.0 is exact).
+    """
+    arch, estimator, L, enc_cache = cache.arch, cache.estimator, cache.L, cache.enc
+    kl_weight = float(kl_weight)        # a Python float keeps float32 arrays float32
     dterm = np.broadcast_to(delbo / L, (L,) + delbo.shape)              # each sample's share of the mean
 
     # p(x|z): back through the likelihood and the decoder, down to z.
-    ddec_out = log_likelihood_backward(dterm, lik_cache, arch.likelihood)
-    dz, grads = decoder_backward(ddec_out, dec_cache)
+    ddec_out = log_likelihood_backward(dterm, cache.lik, arch.likelihood)
+    dz, grads = decoder_backward(ddec_out, cache.dec)
 
-    if estimator == "A":   # log p(z) and -log q(z|x) also depend on z ...
-        pz_cache, qz_cache = extra
-        dz = dz + standard_normal_logpdf_backward(dterm, pz_cache)
-        dz_q, dmu_q, dlogvar_q = D.gaussian_logpdf_backward(-dterm, qz_cache)
+    if estimator == "A":   # log p(z) and -log q(z|x) also depend on z (the KL term: weighted by beta) ...
+        pz_cache, qz_cache = cache.extra
+        dkl_term = kl_weight * dterm
+        dz = dz + standard_normal_logpdf_backward(dkl_term, pz_cache)
+        dz_q, dmu_q, dlogvar_q = D.gaussian_logpdf_backward(-dkl_term, qz_cache)
         dz = dz + dz_q
 
     # ---- the gradient crosses the stochastic node z = mu + sigma * eps ----
-    dmu, dlogvar = sample_backward(dz, sample_cache)
+    dmu, dlogvar = sample_backward(dz, cache.sample)
 
     # ---- the other path into (mu, logvar) joins here, once ----
-    if estimator == "B":   # -KL(q || p), analytic
-        dmu_kl, dlogvar_kl = D.kl_standard_normal_backward(-delbo, extra)
+    if estimator == "B":   # -beta KL(q || p), analytic
+        dmu_kl, dlogvar_kl = D.kl_standard_normal_backward(-kl_weight * delbo, cache.extra)
         dmu = dmu + dmu_kl
         dlogvar = dlogvar + dlogvar_kl
     else:                  # ... and -log q(z|x) depends on (mu, logvar) directly as well
@@ -287,6 +352,10 @@ class VAE:
     dtype : numpy.float64 or numpy.float32
     activation : "tanh" (paper), "relu", "softplus" or "sigmoid".
     init_std : float, default 0.01.
+    decoder_var : None or float
+        Gaussian decoder only.  None (default, the paper's): log sigma^2 is a learned head.
+        A number fixes sigma^2 = decoder_var for every pixel; there is no ``dec.logvar`` head
+        (see ``use_fixed_decoder_var``).
 
     Parameters, their names, and the paper (Appendix C; ``W`` here is the
     paper's matrix transposed, applied as ``h @ W + b``):
@@ -316,7 +385,7 @@ class VAE:
     """
 
     def __init__(self, x_dim, z_dim, hidden=500, likelihood="bernoulli", seed=0, dtype=np.float64,
-                 activation="tanh", init_std=0.01):
+                 activation="tanh", init_std=0.01, decoder_var=None):
         x_dim, z_dim = _as_int(x_dim, "x_dim"), _as_int(z_dim, "z_dim")
         widths = (hidden,) if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool) else hidden
         try:
@@ -338,6 +407,28 @@ class VAE:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.params = {name: (init_std * rng.standard_normal(shape)).astype(dtype)
                        for name, shape in self.arch.param_shapes().items()}
+        if decoder_var is not None:
+            self.use_fixed_decoder_var(decoder_var)
+
+    def use_fixed_decoder_var(self, var):
+        """Fix the Gaussian decoder's variance: sigma^2 = var for every pixel, not learned.
+
+        The log sigma^2 head (``dec.logvar.W``, ``dec.logvar.b``) leaves ``params``; every other
+        parameter keeps its value, so a model built this way starts where the learned-variance model
+        of the same seed starts.  With sigma^2 fixed, -log p(x|z) = |x - mean|^2 / (2 sigma^2)
+        + (D/2) log(2 pi sigma^2): a squared error, scaled, plus a constant."""
+        if self.arch.likelihood != "gaussian":
+            raise ValueError(f"a fixed decoder variance needs the gaussian decoder, not {self.arch.likelihood!r}")
+        if self.arch.decoder_logvar is not None:
+            raise ValueError("the decoder's variance is already fixed")
+        if isinstance(var, (bool, np.bool_)) or not isinstance(var, (int, float, np.integer, np.floating)):
+            raise TypeError(f"decoder_var must be a number, got {type(var).__name__}")
+        logvar = math.log(var) if math.isfinite(var) and var > 0 else math.nan
+        if not D.LOGVAR_MIN <= logvar <= D.LOGVAR_MAX:
+            raise ValueError(f"decoder_var must lie in [exp({D.LOGVAR_MIN:g}), exp({D.LOGVAR_MAX:g})], got {var}")
+        self.arch = dataclasses.replace(self.arch, decoder_logvar=logvar)
+        del self.params["dec.logvar.W"], self.params["dec.logvar.b"]
+        return self
 
     # -- input checks --------------------------------------------------------------------
 
@@ -381,7 +472,8 @@ class VAE:
         return mu, logvar
 
     def decode(self, z):
-        """z: (..., z_dim) -> Bernoulli means (..., x_dim), or (mean, logvar) for a Gaussian decoder."""
+        """z: (..., z_dim) -> Bernoulli means (..., x_dim), or (mean, logvar) for a Gaussian decoder
+        (logvar the constant log decoder_var when the variance is fixed)."""
         out, _ = decoder_forward(self.params, self.arch, self._check_z(z))
         return sigmoid(out) if self.arch.likelihood == "bernoulli" else out
 
@@ -405,13 +497,18 @@ class VAE:
         elbo, _ = elbo_forward(self.params, self.arch, x, self._check_eps(eps, x.shape[0]), estimator)
         return elbo
 
-    def loss_and_grads(self, x, eps, estimator="B"):
-        """loss = -mean(elbo) (a float) and grads[k] = d loss / d params[k]."""
+    def loss_and_grads(self, x, eps, estimator="B", kl_weight=1.0):
+        """loss = -mean(objective) (a float) and grads[k] = d loss / d params[k].
+
+        objective is the bound (``elbo``) for kl_weight = 1, the paper's; kl_weight = beta >= 0
+        weights its KL term (``kl_weighted_objective``: beta-VAE, KL warm-up)."""
         self._check_estimator(estimator)
+        kl_weight = _as_kl_weight(kl_weight)
         x = self._check_x(x)
         elbo, cache = elbo_forward(self.params, self.arch, x, self._check_eps(eps, x.shape[0]), estimator)
-        delbo = np.full(elbo.shape, -1.0 / elbo.shape[0], dtype=self.dtype)   # loss = -mean(elbo)
-        return float(-elbo.mean()), elbo_backward(delbo, cache)
+        objective = kl_weighted_objective(elbo, cache, kl_weight)
+        dobjective = np.full(elbo.shape, -1.0 / elbo.shape[0], dtype=self.dtype)   # loss = -mean(objective)
+        return float(-objective.mean()), elbo_backward(dobjective, cache, kl_weight)
 
     # -- pieces for wake-sleep, HMC and Monte Carlo EM -------------------------------------
 
@@ -454,8 +551,17 @@ class VAE:
 
     def __repr__(self):
         a = self.arch
-        return (f"VAE(x_dim={a.x_dim}, z_dim={a.z_dim}, hidden={a.enc_hidden}, likelihood={a.likelihood!r}, "
+        fixed = "" if a.decoder_logvar is None else f", decoder_var={math.exp(a.decoder_logvar):.6g}"
+        return (f"VAE(x_dim={a.x_dim}, z_dim={a.z_dim}, hidden={a.enc_hidden}, likelihood={a.likelihood!r}{fixed}, "
                 f"activation={a.activation!r}, dtype={self.dtype.name})")
+
+
+def _as_kl_weight(kl_weight):
+    if isinstance(kl_weight, (bool, np.bool_)) or not isinstance(kl_weight, (int, float, np.integer, np.floating)):
+        raise TypeError(f"kl_weight must be a number, got {type(kl_weight).__name__}")
+    if not (math.isfinite(kl_weight) and kl_weight >= 0):
+        raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight}")
+    return float(kl_weight)
 
 
 def _generator(rng):

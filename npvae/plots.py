@@ -1,5 +1,6 @@
 """Figures of a run (matplotlib, non-interactive Agg backend): learning curves, samples,
-reconstructions, the latent scatter and, for Nz = 2, the learned manifold of Fig. 4."""
+reconstructions, the latent scatter and, for Nz = 2, the learned manifold of Fig. 4; and image
+panels side by side, as the paper's Figs. 4 and 5 lay them out (examples/figure4_5.py)."""
 import os
 
 import matplotlib
@@ -29,8 +30,9 @@ def tile(images, n_cols):
     return canvas
 
 
-def plot_learning_curves(history, path, title="", paper=None, label="AEVB"):
-    """Train and test bound against training samples (log x), as in Fig. 2."""
+def plot_learning_curves(history, path, title="", paper=None, label="AEVB",
+                         ylabel="average lower bound per datapoint"):
+    """Train and test bound (or another metric, named by ylabel) against training samples (log x), as in Fig. 2."""
     h = np.asarray(history, dtype=float).reshape(-1, 4)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogx(h[:, 0], h[:, 2], "-o", ms=3, label=f"{label} (train)")
@@ -43,7 +45,7 @@ def plot_learning_curves(history, path, title="", paper=None, label="AEVB"):
         hi = max(h[:, 2:].max(), paper[0] if paper else -np.inf)
         ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo) + 1e-9)
     ax.set_xlabel("# training samples evaluated")
-    ax.set_ylabel("average lower bound per datapoint")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -63,14 +65,17 @@ def draw_fig2_panel(ax, curves, paper_values=None, title=""):
     {algorithm: (train, test)} or None."""
     right = 1e8
     reached = max((np.asarray(h, float).reshape(-1, 4)[-1, 0] for h in curves.values() if len(h)), default=1e8)
-    left = FIG2_LEFT if reached > 10 * FIG2_LEFT else 1e4          # a smoke run's curves start earlier
+    first = min((np.asarray(h, float).reshape(-1, 4)[0, 0] for h in curves.values() if len(h)), default=1e4)
+    left = FIG2_LEFT if reached > 10 * FIG2_LEFT else min(1e4, first / 1.5)   # a smoke run starts earlier
     for alg, history in curves.items():
         h = np.asarray(history, dtype=float).reshape(-1, 4)
         if not len(h):
             continue
         c = COLORS.get(alg, "k")
-        ax.semilogx(h[:, 0], h[:, 2], "-", color=c, lw=1.5, label=f"{LABELS.get(alg, alg)} train")
-        ax.semilogx(h[:, 0], h[:, 3], "--", color=c, lw=1.5, label=f"{LABELS.get(alg, alg)} test")
+        marker = "o" if len(h) == 1 else None                     # a line of one point would not show
+        ax.semilogx(h[:, 0], h[:, 2], "-", color=c, lw=1.5, marker=marker, label=f"{LABELS.get(alg, alg)} train")
+        ax.semilogx(h[:, 0], h[:, 3], "--", color=c, lw=1.5, marker=marker, mfc="none",
+                    label=f"{LABELS.get(alg, alg)} test")
         right = max(right, h[-1, 0])
     if paper_values:
         ax.plot([], [], marker="<", color="gray", ls="none", label="paper, end of training (filled: train)")
@@ -106,11 +111,31 @@ def plot_comparison(curves, path, paper_values=None, title=""):
     _save(fig, path)
 
 
-def plot_image_grid(images, image_shape, path, title="", n_cols=10):
-    fig, ax = plt.subplots(figsize=(n_cols * 0.6, np.ceil(len(images) / n_cols) * 0.6 * image_shape[0] / image_shape[1]))
+def draw_image_grid(ax, images, image_shape, n_cols, title=""):
+    """Images (n, rows*cols) with values in [0, 1] tiled in grey (0 black, 1 white) into ax."""
     ax.imshow(tile(np.asarray(images).reshape((-1,) + tuple(image_shape)), n_cols), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
+
+
+def plot_image_grid(images, image_shape, path, title="", n_cols=10):
+    fig, ax = plt.subplots(figsize=(n_cols * 0.6, np.ceil(len(images) / n_cols) * 0.6 * image_shape[0] / image_shape[1]))
+    draw_image_grid(ax, images, image_shape, n_cols, title)
+    _save(fig, path)
+
+
+def plot_image_panels(panels, path, panel_height=6.0):
+    """Image grids side by side at one height, one panel each (the layout of the paper's Figs. 4
+    and 5).  panels: [(images (n, rows*cols), image_shape (rows, cols), n_cols, title)]."""
+    def aspect(n, shape, n_cols):                 # width / height of tile()'s canvas
+        n_rows = int(np.ceil(n / n_cols))
+        return (n_cols * (shape[1] + 1) - 1) / (n_rows * (shape[0] + 1) - 1)
+    widths = [aspect(len(images), shape, n_cols) for images, shape, n_cols, _ in panels]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, gridspec_kw={"width_ratios": widths, "wspace": 0.05},
+                             figsize=(panel_height * sum(widths) + 0.2 * len(panels), panel_height + 0.6))
+    for ax, (images, shape, n_cols, title) in zip(axes[0], panels):
+        draw_image_grid(ax, images, shape, n_cols, title)
+        ax.title.set_fontsize(10)
     _save(fig, path)
 
 
@@ -143,25 +168,44 @@ def manifold_grid(n=20):
     return np.stack([z1.ravel(), z2.ravel()], axis=1)
 
 
-def make_figures(vae, data, history, out, rng, title="", paper=None, label="AEVB", labelled_scatter=True):
+def decoder_mean(vae, z):
+    """The decoder's mean at z (n, Nz) -> (n, D): sigmoid of the logits for a Bernoulli decoder,
+    the mean head for a Gaussian one.  The paper's Figs. 4 and 5 draw means, not samples of x."""
+    out = vae.decode(z)
+    return out if vae.arch.likelihood == "bernoulli" else out[0]
+
+
+def manifold_means(vae, n=20):
+    """Fig. 4 for a model with Nz = 2: z = manifold_grid(n) and the decoder's mean at each point,
+    (n*n, 2) and (n*n, D), in the order tile() draws them with n columns (z1 grows to the right,
+    z2 upwards)."""
+    if vae.arch.z_dim != 2:
+        raise ValueError(f"the learned manifold is drawn for Nz = 2; this model has Nz = {vae.arch.z_dim}")
+    z = manifold_grid(n).astype(vae.dtype)
+    return z, decoder_mean(vae, z)
+
+
+def make_figures(vae, data, history, out, rng, title="", paper=None, label="AEVB", labelled_scatter=True,
+                 ylabel="average lower bound per datapoint", encoder=True):
     """All figures of a finished run, into the folder out.
 
     vae: the trained model; data: its TrainingData (test_x, test_y, image_shape); history: rows
     (samples, seconds, train, test); rng: a Generator for the prior samples; paper: the paper's
-    (train, test) end values or None; label: the algorithm's name in the legend."""
+    (train, test) end values or None; label: the algorithm's name in the legend; ylabel: what the
+    history's values are; encoder: False for a model trained without one (Monte Carlo EM): then
+    no reconstructions or latent scatter."""
     shape = data.image_shape
-    mean_of = (lambda out_: out_) if vae.arch.likelihood == "bernoulli" else (lambda out_: out_[0])
-    plot_learning_curves(history, os.path.join(out, "learning_curves.png"), title, paper, label)
+    plot_learning_curves(history, os.path.join(out, "learning_curves.png"), title, paper, label, ylabel)
     z = rng.standard_normal((100, vae.arch.z_dim)).astype(vae.dtype)
-    plot_image_grid(mean_of(vae.decode(z)), shape, os.path.join(out, "samples.png"),
+    plot_image_grid(decoder_mean(vae, z), shape, os.path.join(out, "samples.png"),
                     "samples from the prior (decoder means)")
-    x = data.test_x[:10]
-    mu, _ = vae.encode(x)
-    plot_reconstructions(x, mean_of(vae.decode(mu)), shape, os.path.join(out, "reconstructions.png"))
-    if labelled_scatter and data.test_y is not None and vae.arch.z_dim >= 2:
+    if encoder:
+        x = data.test_x[:10]
+        mu, _ = vae.encode(x)
+        plot_reconstructions(x, decoder_mean(vae, mu), shape, os.path.join(out, "reconstructions.png"))
+    if encoder and labelled_scatter and data.test_y is not None and vae.arch.z_dim >= 2:
         mu_all, _ = vae.encode(data.test_x[:5000])
         plot_latent_scatter(mu_all, data.test_y[:5000], os.path.join(out, "latent_scatter.png"))
     if vae.arch.z_dim == 2:
-        grid = manifold_grid(20).astype(vae.dtype)
-        plot_image_grid(mean_of(vae.decode(grid)), shape, os.path.join(out, "manifold.png"),
-                        "learned manifold (Fig. 4)", n_cols=20)
+        _, means = manifold_means(vae, 20)
+        plot_image_grid(means, shape, os.path.join(out, "manifold.png"), "learned manifold (Fig. 4)", n_cols=20)

@@ -83,7 +83,7 @@ class RunState:
     seconds: float = 0.0
     epoch_perm: np.ndarray = None
     epoch_pos: int = 0
-    history: list = field(default_factory=list)       # rows (samples, seconds, train_elbo, test_elbo)
+    history: list = field(default_factory=list)       # rows (samples, seconds, train, test): the metric
 
 
 def save_checkpoint(path, learner, rng, state, config):
@@ -137,11 +137,12 @@ def load_checkpoint(path, learner, rng):
                              f"--overwrite") from None
 
 
-def write_history(path, history):
+def write_history(path, history, metric_name="elbo"):
+    """history.csv: samples, seconds, train_<metric>, test_<metric> (elbo: the bound; log_px: log p(x))."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["samples", "seconds", "train_elbo", "test_elbo"])
+            w.writerow(["samples", "seconds", f"train_{metric_name}", f"test_{metric_name}"])
             for s, sec, tr, te in history:
                 w.writerow([int(s), f"{sec:.3f}", f"{tr:.6f}", f"{te:.6f}"])
 
@@ -159,12 +160,14 @@ def holds_a_run(out):
 
 # --------------------------------------------------------------------------- the loop
 
-class _StopFlag:
-    """Ctrl-C sets a flag; the loop stops at the next step boundary, so the checkpoint is consistent."""
+class StopFlag:
+    """Ctrl-C sets a flag; the loop stops at the next step boundary, so the checkpoint is consistent.
+    A second Ctrl-C raises KeyboardInterrupt at once.  message: printed to stderr at the first."""
 
-    def __init__(self):
+    def __init__(self, message=None):
         self.set = False
         self._old = None
+        self.message = message
 
     def __enter__(self):
         try:
@@ -177,6 +180,8 @@ class _StopFlag:
         if self.set:                 # a second Ctrl-C: stop now, without waiting for the step
             raise KeyboardInterrupt
         self.set = True
+        if self.message:
+            print(self.message, file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -215,6 +220,7 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
                              f"or replace it with --overwrite")
     if data is None:
         data = _load_data(config)
+    data = first_n_training_points(data, config.n_train)
     if config.lr_probe and not resume:
         lr, results = pick_learning_rate(config, data, log)
         config = dataclasses.replace(config, lr=lr, lr_probe=0, lr_probe_results=json.dumps(results))
@@ -248,6 +254,13 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
         return _loop(config, learner, data, rng, state, ckpt_path, callback, log)
 
 
+def first_n_training_points(data, n):
+    """The training set cut to its first n images (n = 0: all of it); the test set is untouched."""
+    if not n or data.train_x.shape[0] <= n:
+        return data
+    return dataclasses.replace(data, train_x=data.train_x[:n], train_eval_x=data.train_eval_x[:n])
+
+
 @contextlib.contextmanager
 def _locked(out):
     try:
@@ -266,6 +279,12 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
         eval_sets = {k: v[:config.eval_max] for k, v in eval_sets.items()}
     eval_eps = {k: eval_rng.standard_normal((1, v.shape[0], config.nz)).astype(dtype) for k, v in eval_sets.items()}
 
+    def evaluate(which):
+        if config.metric == "bound":
+            return learner.evaluate(eval_sets[which], eval_eps[which])
+        # the same generator at every evaluation: successive values differ only through the parameters
+        return learner.evaluate_marginal(eval_sets[which], np.random.default_rng([config.eval_seed, 3]), log)
+
     schedule = [s for s in eval_schedule(config.samples, config.batch_size, config.eval_per_decade)
                 if s > (state.history[-1][0] if state.history else 0)]
     budget = schedule[-1] if schedule else state.samples
@@ -274,7 +293,7 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
     bar = _progress(config, budget, state.samples)
     last_ckpt = time.monotonic()
     status = "finished"
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         t0 = time.perf_counter() - state.seconds
         while state.samples < budget:
             if state.epoch_pos + M > n_train:                       # a new epoch
@@ -292,13 +311,12 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
             if schedule and state.samples >= schedule[0]:
                 state.seconds = time.perf_counter() - t0
                 te = time.perf_counter()
-                row = (state.samples, state.seconds, learner.evaluate(eval_sets["train"], eval_eps["train"]),
-                       learner.evaluate(eval_sets["test"], eval_eps["test"]))
+                row = (state.samples, state.seconds, evaluate("train"), evaluate("test"))
                 t0 += time.perf_counter() - te                       # evaluation time is not training time
                 _check_finite(learner, state, ckpt_path)
                 state.history.append(row)
                 schedule.pop(0)
-                write_history(os.path.join(out, "history.csv"), state.history)
+                write_history(os.path.join(out, "history.csv"), state.history, config.metric_name())
                 if bar is not None:
                     bar.set_postfix(train=f"{row[2]:.2f}", test=f"{row[3]:.2f}")
                 else:
@@ -325,13 +343,15 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
         title = f"{config.dataset}, $N_z$ = {config.nz}" + (
             f", binarize={config.binarize}" if config.dataset == "mnist" else "")
         plots.make_figures(learner.vae, data, state.history, out, np.random.default_rng(config.eval_seed + 2),
-                           title=title, paper=paper.fig2_value(config.algorithm, config.dataset, config.nz),
-                           label=ALGORITHM_LABELS[config.algorithm],
-                           labelled_scatter=config.dataset == "mnist")
+                           title=title, paper=paper.fig2_value(config.algorithm, config.dataset, config.nz)
+                           if config.metric == "bound" else None,
+                           label=ALGORITHM_LABELS[config.algorithm], labelled_scatter=config.dataset == "mnist",
+                           ylabel="average lower bound per datapoint" if config.metric == "bound"
+                           else "average log p(x) (App. D estimate)", encoder=config.algorithm != "mcem")
     return summary
 
 
-ALGORITHM_LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep"}
+ALGORITHM_LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep", "mcem": "MCEM"}
 
 
 def pick_learning_rate(config, data, log=_print):
@@ -348,7 +368,7 @@ def pick_learning_rate(config, data, log=_print):
     with tempfile.TemporaryDirectory(prefix="npvae_lr_probe_") as tmp:
         for lr in paper.LR_CANDIDATES:
             probe = dataclasses.replace(config, lr=lr, samples=config.lr_probe, lr_probe=0, progress=False,
-                                        figures=False, eval_max=10_000, out=os.path.join(tmp, str(lr)))
+                                        figures=False, eval_max=10_000, metric="bound", out=os.path.join(tmp, str(lr)))
             try:
                 bound = train(probe, data=data, log=lambda *_: None)["train_elbo"]
             except TrainingDiverged:
@@ -374,7 +394,8 @@ def _summary(config, learner, state, status):
     last = state.history[-1] if state.history else (state.samples, state.seconds, float("nan"), float("nan"))
     return {"status": status, "algorithm": config.algorithm, "implementation": learner.implementation,
             "samples": state.samples, "steps": state.steps, "seconds": round(state.seconds, 3),
-            "evaluated_at": int(last[0]), "train_elbo": last[2], "test_elbo": last[3],
+            "evaluated_at": int(last[0]), f"train_{config.metric_name()}": last[2],
+            f"test_{config.metric_name()}": last[3],
             "paper_fig2_train_test": paper.fig2_value(config.algorithm, config.dataset, config.nz),
             "config": dataclasses.asdict(config)}
 
@@ -492,9 +513,10 @@ def main(argv, defaults, smoke_overrides=None, prog=None):
         print(f"interrupted at {summary['samples']:,} training samples; checkpoint written. "
               f"Continue with: --resume {config.out}")
         return 0
-    fig2 = summary["paper_fig2_train_test"]
+    fig2, key = summary["paper_fig2_train_test"], config.metric_name()
+    what = "average lower bound per datapoint" if key == "elbo" else "average log p(x) (App. D estimate)"
     print(f"{summary['status']}: {summary['samples']:,} training samples in {summary['seconds']:.1f} s; "
-          f"average lower bound per datapoint: train {summary['train_elbo']:.2f}, test {summary['test_elbo']:.2f}"
-          + (f" (paper, Fig. 2 end of training: train {fig2[0]}, test {fig2[1]})" if fig2 else ""))
+          f"{what}: train {summary['train_' + key]:.2f}, test {summary['test_' + key]:.2f}"
+          + (f" (paper, Fig. 2 end of training: train {fig2[0]}, test {fig2[1]})" if fig2 and key == "elbo" else ""))
     print(f"outputs in {config.out}/")
     return 0

@@ -7,7 +7,6 @@ import os
 import urllib.error
 import urllib.request
 
-import numpy as np
 import pytest
 
 from npvae.config import ConfigError, TrainConfig

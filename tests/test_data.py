@@ -542,3 +542,15 @@ def test_sha256_file(tmp_path):
     blob = os.urandom(3 << 20)  # several chunks
     (tmp_path / "f").write_bytes(blob)
     assert sha256_file(tmp_path / "f") == hashlib.sha256(blob).hexdigest()
+
+
+def test_fixed_binarization_trains_on_the_once_binarized_set_in_mnists_order():
+    path = real_dir("mnist.pkl.gz")
+    fixed = data.load_training_data("mnist", "fixed", np.float32, path, eval_seed=7)
+    dynamic = data.load_training_data("mnist", "dynamic", np.float32, path, eval_seed=7)
+    assert not fixed.dynamic and fixed.binary and fixed.train_x is fixed.train_eval_x
+    assert np.array_equal(fixed.train_x, dynamic.train_eval_x) and np.array_equal(fixed.test_x, dynamic.test_x)
+    assert np.array_equal(fixed.test_y, dynamic.test_y)
+    assert set(np.unique(fixed.train_x).tolist()) == {0.0, 1.0}
+    # MNIST's own order: the first 1000 test points carry about the set's ink (unlike Larochelle's file)
+    assert abs(fixed.test_x[:1000].mean() - fixed.test_x.mean()) < 0.015

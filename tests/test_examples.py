@@ -59,3 +59,88 @@ def test_wakesleep_smoke_then_the_same_command_refuses_and_resume_extends(tmp_pa
     summary = json.load(open(out / "summary.json"))
     assert summary["algorithm"] == "wakesleep" and summary["samples"] == 30_000
     assert math.isfinite(summary["test_elbo"])
+
+
+def _figure4_5():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("figure4_5", os.path.join(ROOT, "examples", "figure4_5.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _decoder_mean_by_hand(folder, z):
+    """The paper's decoder mean (App. C) straight from the checkpoint's arrays, without npvae's model:
+    sigmoid(tanh(z W1 + b1) W2 + b2) for MNIST, the sigmoid mean head for Frey Face."""
+    import numpy as np
+    with np.load(os.path.join(folder, "checkpoint.npz")) as ckpt:
+        p = {k[len("param/"):]: ckpt[k].astype(np.float64) for k in ckpt.files if k.startswith("param/")}
+    h = np.tanh(z @ p["dec.h1.W"] + p["dec.h1.b"])
+    head = "dec.logits" if "dec.logits.W" in p else "dec.mu"
+    return 1.0 / (1.0 + np.exp(-(h @ p[f"{head}.W"] + p[f"{head}.b"])))
+
+
+def test_figure4_5_smoke_draws_the_decoder_means_of_its_runs(tmp_path, capsys):
+    """--smoke trains five tiny runs and draws Figs. 4 and 5 from them; what the panels show is the
+    decoder's mean on norm.ppf of a regular grid (Fig. 4) and at z ~ N(0, I) from --seed (Fig. 5);
+    a second call reuses the runs; --train resumes a run to a larger budget; a missing or wrong run
+    is one error line."""
+    import matplotlib.image
+    import numpy as np
+    from scipy.stats import norm
+    from npvae.runs import load_run
+    if not (have("mnist.pkl.gz") and have("frey_rawface.mat")):
+        pytest.skip("mnist.pkl.gz or frey_rawface.mat not found: set NPVAE_DATA_DIR (e.g. ../shared/data)")
+    out = tmp_path / "fig45"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "figure4_5.py"), "--smoke", f"--out={out}"]
+    # one BLAS thread, as --smoke sets for itself: idle BLAS threads spin on a busy machine
+    env = dict(os.environ, MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("fig4_manifolds.png", "fig5_samples.png"):
+        png = matplotlib.image.imread(out / name)[..., :3]
+        assert png.shape[0] > 300 and png.shape[1] > 700 and png.std() > 0.1, name   # drawn, not blank
+    fig45 = _figure4_5()
+    runs = {name: load_run(str(out / name)) for name in fig45.RUNS}
+    assert {name: (r.config.dataset, r.config.nz, r.samples) for name, r in runs.items()} == {
+        name: (dataset, nz, fig45.SMOKE_SAMPLES) for name, (dataset, nz, _) in fig45.RUNS.items()}
+
+    grid = 7
+    centres = (np.arange(grid) + 0.5) / grid              # a regular grid on the unit square
+    frey, mnist = fig45.fig4_panels(runs["frey_nz2"], runs["mnist_nz2"], grid)
+    for panel, folder, shape in ((frey, out / "frey_nz2", (28, 20)), (mnist, out / "mnist_nz2", (28, 28))):
+        z = panel.z.reshape(grid, grid, 2)                 # as tile() lays them out: row by row
+        assert np.allclose(z[:, :, 0], norm.ppf(centres)[None, :])           # z1 grows to the right
+        assert np.allclose(z[:, :, 1], norm.ppf(centres)[::-1, None])        # z2 grows upwards
+        assert panel.image_shape == shape and panel.n_cols == grid
+        assert np.allclose(panel.images, _decoder_mean_by_hand(folder, panel.z.astype(float)), atol=1e-5)
+        assert f"{fig45.SMOKE_SAMPLES:,} training samples" in panel.title
+
+    panels = fig45.fig5_panels([runs[name] for name in fig45.FIG5_RUNS], np.random.default_rng(3), side=4)
+    rng = np.random.default_rng(3)                          # the same draws, in the panels' order
+    for panel, name, nz in zip(panels, fig45.FIG5_RUNS, (2, 5, 10, 20)):
+        assert np.allclose(panel.z, rng.standard_normal((16, nz)))
+        assert np.allclose(panel.images, _decoder_mean_by_hand(out / name, panel.z.astype(float)), atol=1e-5)
+        assert f"{nz}-D latent space" in panel.title and f"{fig45.SMOKE_SAMPLES:,} training samples" in panel.title
+
+    # again: the runs are reused (not retrained) and only the two PNGs are redrawn
+    ckpt = (out / "mnist_nz5" / "checkpoint.npz").read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "not trained" in again.stdout, again.stderr[-3000:]
+    assert (out / "mnist_nz5" / "checkpoint.npz").read_bytes() == ckpt
+
+    # --train resumes a run that holds a checkpoint, through the harness, to the new budget
+    folders = [f"--frey_nz2={out / 'frey_nz2'}", f"--mnist_nz2={out / 'mnist_nz2'}"]
+    resumed = subprocess.run(cmd[:2] + ["--only=4", "--train", "--samples=30000", f"--out={tmp_path / 'redrawn'}",
+                                        *folders], capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0 and resumed.stdout.count("resuming") == 2, resumed.stderr[-3000:]
+    assert load_run(str(out / "mnist_nz2")).samples == 30_000 and (tmp_path / "redrawn" / "fig4_manifolds.png").exists()
+    assert json.load(open(out / "mnist_nz2" / "summary.json"))["status"] == "finished"
+
+    # a missing run names the command that trains it; a run of the wrong Nz is refused
+    for args, says in (([f"--mnist_nz2={tmp_path / 'none'}"], "--train --samples=N"),
+                       ([f"--mnist_nz2={out / 'mnist_nz5'}"], "Nz = 5; its panel needs one on MNIST with Nz = 2")):
+        assert fig45.main(["--only=4", f"--frey_nz2={out / 'frey_nz2'}", f"--out={tmp_path / 'x'}", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "x").exists()                    # nothing written on an error

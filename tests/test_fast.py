@@ -225,3 +225,29 @@ def test_load_batch_rejects_bad_indices(idx):
     fast = FastStep(vae, Adagrad(), batch_size=4)
     with pytest.raises(IndexError, match="row indices"):
         fast.load_batch(np.zeros((30, 11)), np.array(idx))
+
+
+@pytest.mark.parametrize("kl_weight", [0.0, 0.3, 2.5])
+@pytest.mark.parametrize("L", [1, 3])
+def test_fast_kl_weight_equals_the_reference(kl_weight, L):
+    """beta-weighted KL in the fast step: the readable VAE.loss_and_grads(..., kl_weight) to rounding."""
+    vae, x, eps = problem((7,), L)
+    loss, grads = vae.loss_and_grads(x, eps, "B", kl_weight=kl_weight)
+    fast = FastStep(vae, Adagrad(), batch_size=6, L=L)
+    fast.kl_weight = kl_weight
+    assert fast.loss_and_grads(x, eps, want_loss=True) == pytest.approx(loss, rel=1e-13)
+    for k in grads:
+        assert np.allclose(fast.grads[k], grads[k], rtol=1e-12, atol=1e-15), k
+    _, unweighted = vae.loss_and_grads(x, eps, "B")
+    assert not np.allclose(fast.grads["enc.mu.W"], unweighted["enc.mu.W"])       # beta did change it
+
+
+def test_fast_kl_weighted_training_tracks_the_reference_path(tmp_path):
+    data = toy_data()
+    kw = dict(nz=2, hidden=(8,), samples=2000, batch_size=20, checkpoint_seconds=1e9, progress=False,
+              figures=False, warmup=2, lr=0.02, beta=2.0, kl_warmup=1000)
+    s = train(TrainConfig(out=str(tmp_path / "fast"), fast=True, **kw), data=data, log=lambda *_: None)
+    train(TrainConfig(out=str(tmp_path / "ref"), fast=False, **kw), data=data, log=lambda *_: None)
+    assert s["implementation"].startswith("fast step")
+    a, b = params_of(str(tmp_path / "fast")), params_of(str(tmp_path / "ref"))
+    assert all(np.allclose(a[k], b[k], rtol=1e-9, atol=1e-12) for k in a)

@@ -328,3 +328,96 @@ def test_elbo_backward_with_any_upstream_gradient(estimator):
         d = rng.standard_normal(g.shape)
         num, _ = ridders_derivative(f, vae.params[name], d)
         assert relative_error(np.vdot(g, d), num) <= TOL, name
+
+
+# --------------------------------------------------------------------------- the KL weight (beta)
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("estimator", ["A", "B"])
+@pytest.mark.parametrize("kl_weight", [0.0, 0.3, 4.0])
+def test_kl_weighted_gradient_matches_finite_differences(likelihood, estimator, kl_weight):
+    """The gradient of E_q[log p(x|z)] - beta KL, every element, float64, against Ridders'
+    differences of the weighted objective computed by the forward pass alone."""
+    vae, x, eps = small_problem(likelihood, (5,), L=2)
+    rows = check_vae(vae, x, eps, estimator, mode="elements", kl_weight=kl_weight)
+    assert {r.name for r in rows} == set(vae.params)
+    for r in rows:
+        assert r.rel_error <= TOL, (r.name, r.rel_error)
+
+
+@pytest.mark.parametrize("estimator", ["A", "B"])
+def test_kl_weighted_objective_is_reconstruction_minus_beta_kl(estimator):
+    from npvae.model import elbo_backward, elbo_forward, kl_weighted_objective
+    vae, x, eps = small_problem("bernoulli", (5,), L=3)
+    elbo, cache = elbo_forward(vae.params, vae.arch, x, eps, estimator)
+    assert kl_weighted_objective(elbo, cache, 1.0) is elbo                      # beta = 1: the bound itself
+    assert np.allclose(cache.reconstruction - cache.kl, elbo, rtol=1e-13)      # the two terms make the bound
+    if estimator == "B":
+        assert np.all(cache.kl > 0)                                            # analytic KL
+    loss0, g0 = vae.loss_and_grads(x, eps, estimator, kl_weight=0.0)
+    loss1, g1 = vae.loss_and_grads(x, eps, estimator, kl_weight=1.0)
+    loss3, g3 = vae.loss_and_grads(x, eps, estimator, kl_weight=3.0)
+    assert loss0 == pytest.approx(-cache.reconstruction.mean(), rel=1e-13)     # beta = 0: reconstruction only
+    assert loss1 == -elbo.mean()
+    assert loss3 == pytest.approx(-(cache.reconstruction - 3.0 * cache.kl).mean(), rel=1e-13)
+    for k in g0:                                       # the gradient is affine in beta ...
+        assert np.allclose(g3[k], g0[k] + 3.0 * (g1[k] - g0[k]), rtol=1e-10, atol=1e-13), k
+    for k in g0:      # ... and reaches only the encoder: the KL term has no decoder parameter
+        assert np.array_equal(g0[k], g1[k]) == k.startswith("dec."), k
+    delbo = np.full(x.shape[0], -1.0 / x.shape[0])
+    assert all(np.array_equal(elbo_backward(delbo, cache)[k], g1[k]) for k in g1)
+
+
+def test_kl_weight_keeps_float32_and_rejects_bad_values():
+    vae, x, eps = small_problem("gaussian")
+    vae32 = VAE(7, 3, (5,), "gaussian", seed=0, init_std=0.5, dtype=np.float32)
+    _, grads = vae32.loss_and_grads(x.astype(np.float32), eps.astype(np.float32), "A", kl_weight=np.float64(0.5))
+    assert all(g.dtype == np.float32 for g in grads.values())
+    for bad, err in ((-1.0, ValueError), (np.nan, ValueError), (np.inf, ValueError), ("1", TypeError),
+                     (True, TypeError)):
+        with pytest.raises(err, match="kl_weight"):
+            vae.loss_and_grads(x, eps, kl_weight=bad)
+
+
+# --------------------------------------------------------------------------- a Gaussian decoder of fixed variance
+
+def test_fixed_variance_decoder_has_no_logvar_head_and_starts_where_the_learned_one_does():
+    learned = VAE(7, 3, (5,), "gaussian", seed=4, init_std=0.5)
+    fixed = VAE(7, 3, (5,), "gaussian", seed=4, init_std=0.5, decoder_var=0.04)
+    assert set(learned.params) - set(fixed.params) == {"dec.logvar.W", "dec.logvar.b"}
+    assert all(np.array_equal(fixed.params[k], learned.params[k]) for k in fixed.params)
+    assert "decoder_var=0.04" in repr(fixed)
+    mean, logvar = fixed.decode(np.zeros((2, 3)))
+    assert np.all(logvar == np.log(0.04)) and mean.shape == logvar.shape == (2, 7)
+
+
+def test_fixed_variance_log_likelihood_is_a_scaled_squared_error():
+    from npvae.model import decoder_forward, log_likelihood_forward
+    vae, x, eps = small_problem("gaussian")
+    vae.use_fixed_decoder_var(0.25)
+    (mean, _), _ = decoder_forward(vae.params, vae.arch, eps)
+    log_px, _ = log_likelihood_forward("gaussian", x, decoder_forward(vae.params, vae.arch, eps)[0])
+    sse = ((x - mean) ** 2).sum(axis=-1)
+    assert np.allclose(log_px, -sse / (2 * 0.25) - 0.5 * 7 * np.log(2 * np.pi * 0.25), rtol=1e-13)
+
+
+@pytest.mark.parametrize("estimator", ["A", "B"])
+@pytest.mark.parametrize("kl_weight", [1.0, 0.5])
+def test_fixed_variance_gradient_matches_finite_differences(estimator, kl_weight):
+    vae, x, eps = small_problem("gaussian", (5,), L=2)
+    vae.use_fixed_decoder_var(0.1)
+    rows = check_vae(vae, x, eps, estimator, mode="elements", kl_weight=kl_weight)
+    assert {r.name for r in rows} == set(vae.params) and "dec.logvar.W" not in vae.params
+    for r in rows:
+        assert r.rel_error <= TOL, (r.name, r.rel_error)
+
+
+def test_fixed_variance_needs_a_gaussian_decoder_and_a_usable_variance():
+    with pytest.raises(ValueError, match="gaussian decoder"):
+        VAE(7, 3, 5, "bernoulli", decoder_var=0.1)
+    for bad in (0.0, -1.0, np.nan, np.inf, 1e-20):
+        with pytest.raises(ValueError, match="decoder_var"):
+            VAE(7, 3, 5, "gaussian", decoder_var=bad)
+    vae = VAE(7, 3, 5, "gaussian", decoder_var=0.1)
+    with pytest.raises(ValueError, match="already fixed"):
+        vae.use_fixed_decoder_var(0.2)

@@ -12,9 +12,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import _study  # noqa: E402
 import bug_zoo  # noqa: E402
 import gradcheck_study  # noqa: E402
 import gradient_variance  # noqa: E402
+import kl_weight  # noqa: E402
+import likelihoods  # noqa: E402
 import reparam_by_hand  # noqa: E402
 
 
@@ -178,10 +181,122 @@ def test_bug_zoo_every_bug_is_caught_and_the_control_by_none(tmp_path):
 
 @pytest.mark.parametrize("script,args", [("gradcheck_study.py", ["--per-decade", "0"]),
                                          ("gradient_variance.py", ["--L", "0,10"]),
-                                         ("bug_zoo.py", ["--bug", "nonsense"])])
+                                         ("bug_zoo.py", ["--bug", "nonsense"]),
+                                         ("kl_weight.py", ["--betas", "1,-2"]),
+                                         ("kl_weight.py", ["--smoke", "--samples", "6000", "--warmup-samples", "7000"]),
+                                         ("likelihoods.py", ["--decoder-var", "0"]),
+                                         ("likelihoods.py", ["--smoke", "--decoder-var", "1e-20"])])
 def test_bad_arguments_give_one_error_line_and_exit_code_2(script, args, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+# --------------------------------------------------------------------------- kl_weight
+
+def test_kl_weight_smoke_beta_trades_kl_for_reconstruction(tmp_path, capsys):
+    assert kl_weight.main(["--smoke", "--out", str(tmp_path)]) == 0
+    for name in ("kl_weight_samples.png", "kl_weight_tradeoff.png", "kl_weight_curves.png"):
+        assert (tmp_path / name).stat().st_size > 5000, name
+    assert "bound (beta = 1)" in (tmp_path / "kl_weight.md").read_text()
+    rows = {r["run"]: r for r in read_csv(tmp_path / "kl_weight.csv")}
+    assert set(rows) == {"beta_0.5", "beta_1", "beta_2", "beta_4", "warmup_3000"}
+    for r in rows.values():
+        assert float(r["bound"]) == pytest.approx(float(r["reconstruction"]) - float(r["kl"]), abs=2e-6)
+        assert float(r["kl"]) > 0 and 0 <= int(r["active_units"]) <= int(r["nz"])
+    kls = [float(rows[f"beta_{b}"]["kl"]) for b in ("0.5", "1", "2", "4")]
+    assert all(a > b for a, b in zip(kls, kls[1:]))                  # a larger beta, a smaller KL
+    recs = [float(rows[f"beta_{b}"]["reconstruction"]) for b in ("0.5", "1", "2", "4")]
+    assert recs[0] > recs[-1]                                         # ... bought with reconstruction
+    assert int(rows["warmup_3000"]["kl_warmup"]) == 3000
+    with np.load(tmp_path / "runs" / "warmup_3000" / "checkpoint.npz") as z:
+        assert int(z["aevb/samples_seen"]) == 6000
+    assert "active units" in capsys.readouterr().out
+    assert len(read_csv(tmp_path / "active_units.csv")) == 5 * 4
+
+
+def test_kl_weight_bound_equals_the_harness_evaluation_of_the_same_model(tmp_path):
+    """measure() gives the bound the harness evaluates, for the same noise: the study reports the true bound."""
+    from npvae import VAE
+    from npvae.learners import evaluate_bound
+    rng = np.random.default_rng(0)
+    vae = VAE(12, 3, 6, seed=1, init_std=0.3)
+    x = (rng.random((50, 12)) < 0.3).astype(float)
+    eps = rng.standard_normal((1, 50, 3))
+    r = kl_weight.measure(vae, x, eps, batch_size=16)
+    assert r["bound"] == pytest.approx(evaluate_bound(vae, x, eps), rel=1e-12)
+
+
+def test_active_units_counts_dimensions_whose_mean_varies_over_the_data():
+    rng = np.random.default_rng(0)
+    mu = rng.standard_normal((4000, 3)) * np.array([1.0, np.sqrt(0.02), np.sqrt(0.005)]) + 5.0
+    count, var = _study.active_units(mu)
+    assert count == 2 and np.allclose(var, [1.0, 0.02, 0.005], rtol=0.1)
+
+
+def test_a_study_refuses_an_out_folder_with_results_unless_overwrite(tmp_path):
+    assert kl_weight.main(["--smoke", "--betas", "1", "--warmup-samples", "0", "--out", str(tmp_path)]) == 0
+    before = (tmp_path / "kl_weight.csv").read_bytes()
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "kl_weight.py"), "--smoke", "--betas", "1",
+           "--warmup-samples", "0", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--overwrite" in proc.stderr
+    assert (tmp_path / "kl_weight.csv").read_bytes() == before
+    proc = subprocess.run(cmd + ["--overwrite", "--seed", "3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "kl_weight.csv").read_bytes() != before
+
+
+# --------------------------------------------------------------------------- likelihoods
+
+def test_likelihoods_smoke_reports_each_model_in_its_units(tmp_path, capsys):
+    assert likelihoods.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "likelihoods_samples.png").stat().st_size > 5000
+    text = (tmp_path / "likelihoods.md").read_text()
+    assert "a mass on {0,1}^64" in text and "not a likelihood" in text and "a density on R^64" in text
+    rows = {r["run"]: r for r in read_csv(tmp_path / "likelihoods.csv")}
+    assert set(rows) == set(likelihoods.RUNS)
+    binary, grey = rows["bernoulli_binary"], rows["bernoulli_grey"]
+    assert float(binary["bound"]) < 0                                  # a log-probability of a 0/1 image
+    assert float(grey["bound"]) < -float(grey["bernoulli_entropy_floor"])   # BCE of grey levels has a floor
+    assert float(rows["gaussian_learned"]["bound"]) > 0                # a density can exceed 1
+    for n in ("bernoulli_grey", "gaussian_learned", "gaussian_fixed"):
+        assert float(rows[n]["dequantized_8bit_bound"]) < 0, n         # a probability cannot
+        assert float(rows[n]["bits_per_pixel"]) > 0, n
+    assert float(grey["density_01"]) == pytest.approx(float(grey["bound"]) + float(grey["log_cb_normaliser"]),
+                                                      abs=1e-5)
+    assert float(rows["gaussian_fixed"]["share_sigma_below_1_256"]) == 0.0      # sigma = 0.1
+    assert float(rows["gaussian_learned"]["share_sigma_below_1_256"]) > 0.0     # the always-0 border
+    with np.load(tmp_path / "runs" / "gaussian_fixed" / "checkpoint.npz") as z:
+        assert "param/dec.mu.W" in z.files and "param/dec.logvar.W" not in z.files
+    assert "compares with the paper" in capsys.readouterr().out
+
+
+def test_grey_level_bin_masses_sum_to_one():
+    k = np.arange(256)[:, None]
+    for mean, sigma in ((0.3, 0.05), (0.0, 1e-7), (0.999, 1e-3), (-2.0, 0.5), (0.5, 30.0), (1.5, 1e-9)):
+        mass = np.exp(likelihoods.log_gaussian_bin_mass(k, np.full((256, 1), mean), sigma))
+        assert mass.sum() == pytest.approx(1.0, abs=1e-12), (mean, sigma)
+    for logit in (0.0, 1e-8, -3.0, 0.7, 40.0, -60.0):
+        mass = np.exp(likelihoods.log_cb_bin_mass(k, np.full((256, 1), logit)))
+        assert mass.sum() == pytest.approx(1.0, abs=1e-12), logit
+
+
+def test_continuous_bernoulli_normaliser_and_bins_match_integrals():
+    from scipy.integrate import quad
+    from npvae.layers import sigmoid
+    for logit in (-4.0, 0.0, 1e-6, 2.5, 9.0):
+        y = float(sigmoid(np.array(logit)))
+        c = float(np.exp(likelihoods.log_cb_normaliser(np.array(logit))))
+        assert quad(lambda x: c * y ** x * (1 - y) ** (1 - x), 0, 1)[0] == pytest.approx(1.0, rel=1e-10), logit
+        for k in (0, 17, 255):
+            integral = quad(lambda x: c * y ** x * (1 - y) ** (1 - x), k / 256, (k + 1) / 256)[0]
+            mass = float(np.exp(likelihoods.log_cb_bin_mass(np.array(k), np.array(logit))))
+            assert mass == pytest.approx(integral, rel=1e-9), (logit, k)
+
+
+def test_bernoulli_entropy_is_zero_on_binary_pixels_and_log2_at_one_half():
+    assert likelihoods.bernoulli_entropy(np.array([[0.0, 1.0, 1.0]]))[0] == 0.0
+    assert likelihoods.bernoulli_entropy(np.array([[0.5, 0.5]]))[0] == pytest.approx(2 * np.log(2), rel=1e-14)

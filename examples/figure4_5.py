@@ -1,0 +1,324 @@
+"""Figures 4 and 5 of the paper, drawn from trained runs: the learned 2-D manifolds and random samples.
+
+    python examples/figure4_5.py                         # draw both figures from the default run folders
+    python examples/figure4_5.py --train --samples=1e7   # first train (or resume) every run short of 1e7 samples
+    python examples/figure4_5.py --smoke                 # tiny runs and both figures in seconds (CI)
+    python examples/figure4_5.py --docs                  # also copy the two PNGs to docs/img/
+
+Fig. 4 (two panels, Frey Face left, MNIST right): models with Nz = 2.  A regular N x N grid on the
+unit square (the cell centres (i + 1/2) / N) is mapped through the inverse Gaussian CDF
+(scipy.stats.norm.ppf) to z, and each grid point is drawn as the decoder's mean: the sigmoid of the
+logits for MNIST, the Gaussian mean for Frey Face (images 28 rows x 20 columns).  z1 grows to the
+right, z2 upwards.  Fig. 5 (four panels): MNIST models with Nz = 2, 5, 10, 20, each drawn as the
+decoder's mean at z ~ N(0, I), from one generator seeded with --seed.
+
+The run folders (each can be replaced by another run of the same data set and Nz):
+
+    --frey_nz2=DIR     runs/fig2_frey/aevb_nz2     Fig. 4 (a)   (a run of the Figure 2 sweep)
+    --mnist_nz2=DIR    runs/fig45/mnist_nz2        Fig. 4 (b) and Fig. 5 (a)
+    --mnist_nz5=DIR    runs/fig2_mnist/aevb_nz5    Fig. 5 (b)   (a run of the Figure 2 sweep)
+    --mnist_nz10=DIR   runs/fig2_mnist/aevb_nz10   Fig. 5 (c)   (a run of the Figure 2 sweep)
+    --mnist_nz20=DIR   runs/fig2_mnist/aevb_nz20   Fig. 5 (d)   (a run of the Figure 2 sweep)
+
+Each panel's title gives the training samples that its run's checkpoint had reached (and says so
+when the run has not finished): a run still training can be drawn at any time.  Without --train a
+folder without a checkpoint is an error that names the command which trains it.
+
+--train --samples=N trains, one after the other through the harness (npvae.sweep.run_spec, the
+Figure 2 sweep's own runner), every run these figures need whose checkpoint is short of N
+training samples: a folder with a checkpoint is resumed with its own configuration and the budget
+N, a folder without one gets a new AEVB run in the Figure 2 sweep's protocol (examples/figure2.py
+with --dtype=float32 --eval_per_decade=10, as docs/RUNS.md started it; 500 hidden units and step
+0.01 for MNIST, 200 and 0.02 for Frey Face), so the sweep later resumes and extends it.  Each
+run's log is train.log in its folder.
+
+Outputs in --out (default runs/fig45; --smoke: runs/fig45_smoke, with its runs in it):
+fig4_manifolds.png and fig5_samples.png.  Redrawing replaces these two files and no other; --docs
+copies them to docs/img/fig4_manifolds.png and docs/img/fig5_samples.png, replacing those.
+"""
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+from typing import NamedTuple
+
+if __name__ == "__main__" and "--smoke" in sys.argv[1:]:
+    # Set before NumPy loads BLAS: the smoke's tiny models gain nothing from BLAS threads, and on a
+    # machine busy with other runs idle BLAS threads spin (the smoke took 5x as long with two).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _study import StudyParser, UsageError, nonnegative_int, require, run  # noqa: E402
+from npvae import paper, plots  # noqa: E402
+from npvae.config import ConfigError, TrainConfig  # noqa: E402
+from npvae.fileio import atomic_path  # noqa: E402
+from npvae.runs import RunLoadError, has_checkpoint, load_run, read_checkpoint_config  # noqa: E402
+
+# name (its option, and its folder under --out in --smoke): (data set, Nz, default folder)
+RUNS = {
+    "frey_nz2": ("frey", 2, os.path.join("runs", "fig2_frey", "aevb_nz2")),
+    "mnist_nz2": ("mnist", 2, os.path.join("runs", "fig45", "mnist_nz2")),
+    "mnist_nz5": ("mnist", 5, os.path.join("runs", "fig2_mnist", "aevb_nz5")),
+    "mnist_nz10": ("mnist", 10, os.path.join("runs", "fig2_mnist", "aevb_nz10")),
+    "mnist_nz20": ("mnist", 20, os.path.join("runs", "fig2_mnist", "aevb_nz20")),
+}
+FIG4_RUNS = ("frey_nz2", "mnist_nz2")                          # the paper's order: Frey Face left
+FIG5_RUNS = ("mnist_nz2", "mnist_nz5", "mnist_nz10", "mnist_nz20")
+FIG4_PNG, FIG5_PNG = "fig4_manifolds.png", "fig5_samples.png"
+DATA_NAMES = {"mnist": "MNIST", "frey": "Frey Face"}
+
+# The Figure 2 sweep's step sizes (examples/figure2.py): a run started here in a sweep's folder must
+# be the run the sweep would start, or the sweep refuses to resume it.
+SWEEP_LR = {"mnist": 0.01, "frey": 0.02}
+SMOKE_SAMPLES = 20_000
+SMOKE_HIDDEN = {"mnist": 50, "frey": 20}                        # small, so five runs take seconds
+SMOKE_OVERRIDES = dict(eval_max=1000, eval_per_decade=1, checkpoint_seconds=5.0)
+
+
+class Panel(NamedTuple):
+    z: np.ndarray             # (n, Nz): where the decoder was evaluated
+    images: np.ndarray        # (n, D): the decoder's means at z, drawn as images
+    image_shape: tuple        # (rows, cols) of one image
+    n_cols: int
+    title: str
+
+
+# --------------------------------------------------------------------------- the figures
+
+def budget_text(trained):
+    """The budget a panel states: training samples of the checkpoint drawn, and whether the run finished."""
+    text = f"{trained.samples:,} training samples"
+    return text if trained.status == "finished" else text + " (run not finished)"
+
+
+def _algorithm_text(trained):
+    return "" if trained.config.algorithm == "aevb" else f", {trained.config.algorithm}"
+
+
+def fig4_panels(frey_run, mnist_run, grid=20):
+    """Fig. 4: the decoder's mean on manifold_grid(grid) for the Frey Face and the MNIST model (Nz = 2)."""
+    panels = []
+    for letter, trained in zip("ab", (frey_run, mnist_run)):
+        z, means = plots.manifold_means(trained.vae, grid)
+        title = (f"({letter}) Learned {DATA_NAMES[trained.config.dataset]} manifold{_algorithm_text(trained)}\n"
+                 f"{budget_text(trained)}")
+        panels.append(Panel(z, means, trained.image_shape, grid, title))
+    return panels
+
+
+def fig5_panels(mnist_runs, rng, side=10):
+    """Fig. 5: side x side decoder means at z ~ N(0, I) for each MNIST model, z drawn from rng in
+    the models' order (float64 draws, so a float32 run sees the same z as a float64 one)."""
+    panels = []
+    for letter, trained in zip("abcd", mnist_runs):
+        z = rng.standard_normal((side * side, trained.config.nz)).astype(trained.vae.dtype)
+        title = f"({letter}) {trained.config.nz}-D latent space{_algorithm_text(trained)}\n{budget_text(trained)}"
+        panels.append(Panel(z, plots.decoder_mean(trained.vae, z), trained.image_shape, side, title))
+    return panels
+
+
+def draw(panels, path, panel_height):
+    plots.plot_image_panels([(p.images, p.image_shape, p.n_cols, p.title) for p in panels], path, panel_height)
+
+
+# --------------------------------------------------------------------------- runs
+
+def run_config(name, folder, budget, smoke=False):
+    """A new run for `name` in the Figure 2 sweep's protocol (tiny with smoke)."""
+    dataset, nz, _ = RUNS[name]
+    config = TrainConfig(algorithm="aevb", dataset=dataset, nz=nz, hidden=(paper.HIDDEN[dataset],),
+                         lr=SWEEP_LR[dataset], dtype="float32", eval_per_decade=10, samples=budget, out=folder,
+                         progress=False, figures=False)
+    if smoke:
+        config = dataclasses.replace(config, hidden=(SMOKE_HIDDEN[dataset],), **SMOKE_OVERRIDES)
+    return config.validate()
+
+
+def check_run(name, folder):
+    """The (config, samples) of folder's checkpoint, checked to be the data set and Nz the panel needs;
+    None when the folder holds no checkpoint."""
+    if not has_checkpoint(folder):
+        return None
+    dataset, nz, _ = RUNS[name]
+    try:
+        config, samples = read_checkpoint_config(folder)
+    except RunLoadError as e:
+        raise UsageError(f"--{name}={folder}: {e}") from None
+    require(config.dataset == dataset and config.nz == nz,
+            f"--{name}={folder} holds a run on {DATA_NAMES.get(config.dataset, config.dataset)} with Nz = "
+            f"{config.nz}; its panel needs one on {DATA_NAMES[dataset]} with Nz = {nz}")
+    return config, samples
+
+
+def plan(name, folder, budget, smoke):
+    """A RunSpec for npvae.sweep.run_spec, or None when the checkpoint has reached the budget."""
+    from npvae.sweep import RunSpec
+    found = check_run(name, folder)
+    if found is None:
+        return RunSpec(name, dataclasses.asdict(run_config(name, folder, budget, smoke)), "new")
+    saved, samples = found
+    if samples >= budget:
+        return None
+    # resumed as it was started, with the new budget (a resume may change only run options)
+    return RunSpec(name, dataclasses.asdict(dataclasses.replace(saved, samples=budget, out=folder, progress=False)),
+                   "resume")
+
+
+def train_runs(folders, budget, smoke):
+    """Train every run short of the budget, one after the other; returns the failures' messages."""
+    from npvae.sweep import run_spec
+    specs = {name: plan(name, folder, budget, smoke) for name, folder in folders.items()}
+    failures = []
+    for name, spec in specs.items():
+        folder = folders[name]
+        if spec is None:
+            print(f"{folder}: its checkpoint has reached {budget:,} training samples; not trained")
+            continue
+        print(f"{folder}: {'resuming' if spec.action == 'resume' else 'training a new run'} to {budget:,} "
+              f"training samples (log: {os.path.join(folder, 'train.log')})", flush=True)
+        result = run_spec(spec)
+        if result["status"] != "finished":
+            failures.append(f"{folder}: training {result['status']}: {result.get('reason') or 'see train.log'}")
+    return failures
+
+
+def train_command(name, folder):
+    option = "" if folder == RUNS[name][2] else f" --{name}={folder}"
+    return f"python examples/figure4_5.py --train --samples=N{option} (e.g. N = 1e7)"
+
+
+# --------------------------------------------------------------------------- the command line
+
+def positive_budget(text):
+    """argparse type: a training budget such as 1e7 or 20000 -> an int > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of training samples such as 1e7, got {text!r}") from None
+    if not (np.isfinite(value) and value >= 1 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of training samples, got {text!r}")
+    return int(value)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parser():
+    p = StudyParser(prog="python examples/figure4_5.py", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="folder of the two PNGs (default runs/fig45; --smoke: "
+                                               "runs/fig45_smoke); its two PNGs are replaced when redrawn")
+    p.add_argument("--only", choices=("4", "5"), default=None, help="draw only Fig. 4 or only Fig. 5 "
+                                                                    "(and need only its runs)")
+    p.add_argument("--grid", type=positive_int, default=20, help="Fig. 4: a grid x grid manifold (default 20)")
+    p.add_argument("--sample_grid", type=positive_int, default=10,
+                   help="Fig. 5: sample_grid x sample_grid samples per panel (default 10)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the generator of Fig. 5's z (default 0)")
+    p.add_argument("--train", action="store_true", help="first train every run short of --samples (see above)")
+    p.add_argument("--samples", type=positive_budget, default=None, help="--train's budget per run, e.g. 1e7")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"train tiny runs ({SMOKE_SAMPLES:,} samples, small hidden layers) into --out and draw both "
+                        f"figures (CI); runs already there are reused")
+    p.add_argument("--docs", action="store_true", help="copy the PNGs to docs/img/ (replacing the copies there)")
+    for name, (dataset, nz, default) in RUNS.items():
+        p.add_argument(f"--{name}", default=None, metavar="DIR",
+                       help=f"run folder of the {DATA_NAMES[dataset]} model with Nz = {nz} (default {default})")
+    return p
+
+
+def main_body(argv):
+    args = parser().parse_args(argv)
+    given = [name for name in RUNS if getattr(args, name) is not None]
+    if args.smoke:
+        if given:
+            raise UsageError(f"--smoke trains its own runs under --out; it takes no run folder (--{given[0]})")
+        require(args.samples is None and not args.train,
+                f"--smoke trains {SMOKE_SAMPLES:,} samples per run; --train and --samples are for the real runs")
+        require(not args.docs, "--docs copies the real figures to docs/img/; not the smoke ones")
+    else:
+        require(args.samples is None or args.train, "--samples is the budget of --train: add --train")
+        require(args.samples is not None or not args.train,
+                "--train needs a budget per run: --samples=N (e.g. --samples=1e7)")
+    out = args.out or os.path.join("runs", "fig45_smoke" if args.smoke else "fig45")
+    require(not os.path.exists(out) or os.path.isdir(out), f"--out {out} is a file, not a folder")
+
+    names = {"4": FIG4_RUNS, "5": FIG5_RUNS}.get(args.only, FIG4_RUNS + FIG5_RUNS)
+    names = tuple(dict.fromkeys(names))                     # mnist_nz2 serves both figures: once
+    if args.smoke:
+        folders = {name: os.path.join(out, name) for name in names}
+    else:
+        folders = {name: getattr(args, name) or RUNS[name][2] for name in names}
+
+    # every folder is checked before anything trains or is drawn
+    for name, folder in folders.items():
+        found = check_run(name, folder)
+        require(found is not None or args.train or args.smoke,
+                f"{folder} holds no trained run (no checkpoint.npz): train it with {train_command(name, folder)}")
+    if args.train or args.smoke:
+        failures = train_runs(folders, SMOKE_SAMPLES if args.smoke else args.samples, args.smoke)
+        for message in failures:
+            print(f"error: {message}", file=sys.stderr)
+        if failures:
+            return 1
+
+    try:
+        trained = {name: load_run(folder) for name, folder in folders.items()}
+    except RunLoadError as e:
+        raise UsageError(str(e)) from None
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    written = []
+    if args.only in (None, "4"):
+        panels = fig4_panels(trained["frey_nz2"], trained["mnist_nz2"], args.grid)
+        written.append(os.path.join(out, FIG4_PNG))
+        draw(panels, written[-1], panel_height=6.5)
+    if args.only in (None, "5"):
+        panels = fig5_panels([trained[name] for name in FIG5_RUNS], np.random.default_rng(args.seed),
+                             args.sample_grid)
+        written.append(os.path.join(out, FIG5_PNG))
+        draw(panels, written[-1], panel_height=3.6)
+
+    print("| panel | run | data, Nz | training samples | status |")
+    print("| --- | --- | --- | ---: | --- |")
+    rows = ([("Fig. 4 (a)", "frey_nz2"), ("Fig. 4 (b)", "mnist_nz2")] if args.only in (None, "4") else []) + \
+           ([(f"Fig. 5 ({letter})", name) for letter, name in zip("abcd", FIG5_RUNS)] if args.only in (None, "5")
+            else [])
+    for panel, name in rows:
+        t = trained[name]
+        print(f"| {panel} | {t.folder} | {DATA_NAMES[t.config.dataset]}, {t.config.nz} | {t.samples:,} | {t.status} |")
+    for path in written:
+        print(f"figure: {path}")
+        if args.docs:
+            target = os.path.join(ROOT, "docs", "img", os.path.basename(path))
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
+            print(f"copied to {os.path.normpath(target)}")
+    return 0
+
+
+def main(argv=None):
+    try:
+        return run(main_body, sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:             # a run's config that the harness refuses
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Monte Carlo EM (App. E) through the harness, the Appendix D metric in the loop, --n_train,
+and examples/figure3.py's pipeline."""
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from npvae.config import ConfigError, TrainConfig
+from npvae.learners import MCEM
+from npvae.train import first_n_training_points, train
+
+from .test_examples import have
+from .test_train import params_of, toy_config, toy_data
+
+
+def mcem_config(tmp_path, **kw):
+    return toy_config(tmp_path, **{**dict(algorithm="mcem", metric="marginal", eval_max=12, lr=0.05,
+                                          eval_per_decade=1), **kw})
+
+
+def test_mcem_learns_and_resumes_bitwise_with_its_chains(tmp_path):
+    data = toy_data(dynamic=False)
+    full = mcem_config(tmp_path / "a", samples=4000)
+    s = train(full, data=data, log=lambda *_: None)
+    history = list(csv.DictReader(open(os.path.join(full.out, "history.csv"))))
+    assert list(history[0]) == ["samples", "seconds", "train_log_px", "test_log_px"]
+    assert s["status"] == "finished" and "train_log_px" in s and "train_elbo" not in s
+    # EM climbs the likelihood: the App. D estimate at the end beats the one after a single minibatch
+    untrained = train(dataclasses.replace(full, samples=20, out=str(tmp_path / "u")), data=data,
+                      log=lambda *_: None)
+    assert s["train_log_px"] > untrained["train_log_px"] + 1.0
+    part = dataclasses.replace(full, out=str(tmp_path / "b" / "run"))
+    train(part, data=data, callback=lambda learner, st: st.steps == 37, log=lambda *_: None)
+    train(part, resume=True, data=data, log=lambda *_: None)
+    a, b = params_of(full.out), params_of(part.out)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    with np.load(f"{full.out}/checkpoint.npz") as za, np.load(f"{part.out}/checkpoint.npz") as zb:
+        for name in ("mcem/z", "mcem/step_size", "mcem/accept_rate", "opt/t"):
+            assert np.array_equal(za[name], zb[name]), name
+        assert za["mcem/z"].shape == (300, 2)
+        history_a, history_b = za["history"], zb["history"]
+    assert np.array_equal(history_a[:, [0, 2, 3]], history_b[:, [0, 2, 3]])      # evaluations too
+
+
+def test_an_mcem_step_moves_only_its_minibatch_chains_and_tunes_them_to_90_percent():
+    data = toy_data(dynamic=False)
+    config = TrainConfig(algorithm="mcem", metric="marginal", nz=2, hidden=(8,), batch_size=20, lr=1e-9, warmup=0)
+    rng = np.random.default_rng(0)
+    learner = MCEM(config, 16, 300, rng)
+    z0 = learner.z.copy()
+    idx = np.arange(40, 60)
+    assert learner.step(data, idx, rng)
+    others = np.setdiff1d(np.arange(300), idx)
+    assert np.array_equal(learner.z[others], z0[others])
+    assert not np.array_equal(learner.z[idx], z0[idx])
+    # With the decoder frozen (a step of 1e-9), the adaptation settles each chain's running
+    # acceptance near the 90% target, starting from step sizes of 0.1.
+    for _ in range(400):
+        learner.step(data, idx, rng)
+    assert 0.8 < learner.accept_rate[idx].mean() < 0.97
+    assert not np.allclose(learner.step_size[idx], 0.1)
+
+
+def test_n_train_keeps_the_first_points_and_the_test_set():
+    data = toy_data()
+    cut = first_n_training_points(data, 50)
+    assert np.array_equal(cut.train_x, data.train_x[:50]) and np.array_equal(cut.train_eval_x, data.train_eval_x[:50])
+    assert cut.test_x is data.test_x and cut.dynamic == data.dynamic and cut.binary == data.binary
+    assert first_n_training_points(data, 0) is data
+
+
+def test_n_train_limits_what_a_run_trains_on(tmp_path):
+    data = toy_data(dynamic=False)
+    seen = set()
+    config = toy_config(tmp_path, n_train=60, samples=2000)
+
+    def record(learner, state):
+        seen.update(state.epoch_perm[max(0, state.epoch_pos - 20):state.epoch_pos].tolist())
+    train(config, data=data, callback=record, log=lambda *_: None)
+    assert seen == set(range(60))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(algorithm="mcem"), "add --metric=marginal"),
+    (dict(metric="marginal", nz=20), "for Nz <= 4"),
+    (dict(algorithm="mcem", metric="marginal", lr_probe=1000), "mcem has none"),
+    (dict(n_train=70_000), "larger than the training set"),
+    (dict(n_train=50, batch_size=100), "--batch_size 100 is larger than the training set (50 images)"),
+    (dict(mcem_leapfrog=0), "--mcem_leapfrog must be positive"),
+])
+def test_bad_mcem_and_marginal_options_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=None) as e:
+        TrainConfig(**overrides).validate()
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_figure3_smoke(tmp_path):
+    """`python examples/figure3.py --smoke`: three algorithms, two training-set sizes, the table and figure."""
+    import subprocess
+    import sys
+    if not have("mnist.pkl.gz"):
+        pytest.skip("mnist.pkl.gz not found: set NPVAE_DATA_DIR")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "fig3"
+    cmd = [sys.executable, os.path.join(root, "examples", "figure3.py"), "--smoke", "--jobs=2", f"--out={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(out / "fig3_table.csv")))
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
+    assert {r["algorithm"] for r in rows} == {"aevb", "wakesleep", "mcem"}
+    assert all(np.isfinite(float(r["train"])) and np.isfinite(float(r["test"])) for r in rows)
+    assert {r["paper_test"] for r in rows if r["n_train"] == "1000"} == {"-143.0", "-145.0", "-141.5"}
+    assert (out / "fig3.png").stat().st_size > 5000
+    config = json.load(open(out / "mcem_n200" / "config.json"))
+    assert (config["n_train"], config["nz"], config["metric"], config["binarize"]) == (200, 3, "marginal", "fixed")
+    with np.load(out / "mcem_n200" / "checkpoint.npz") as z:
+        assert z["mcem/z"].shape == (200, 3)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert again.returncode == 0 and again.stdout.count(": skip") == 6
+
+
+def test_an_mcem_run_draws_no_figure_of_the_encoder_it_does_not_have(tmp_path):
+    config = mcem_config(tmp_path, samples=200, figures=True)
+    train(config, data=toy_data(dynamic=False), log=lambda *_: None)
+    files = set(os.listdir(config.out))
+    assert {"learning_curves.png", "samples.png", "manifold.png"} <= files
+    assert not {"reconstructions.png", "latent_scatter.png"} & files
