@@ -33,8 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from npvae import sweep  # noqa: E402
 from npvae.config import ConfigError, TrainConfig, parse_overrides  # noqa: E402
 
-# The paper's x-axis ends near 6e7 training samples.
-DEFAULTS = dict(dataset="mnist", binarize="fixed", nz=3, hidden=(100,), samples=60_000_000, dtype="float32",
+DEFAULTS = dict(dataset="mnist", binarize="fixed", nz=3, hidden=(100,), samples=int(sweep.FIG3_PAPER_BUDGET), dtype="float32",
                 metric="marginal", eval_max=1000, eval_per_decade=3, out="runs/fig3", figures=False)
 SMOKE = dict(samples=3_000, batch_size=100, hidden=(20,), eval_max=20, eval_per_decade=1,
              checkpoint_seconds=5.0, out="runs/fig3_smoke")

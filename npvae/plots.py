@@ -57,13 +57,15 @@ COLORS = {"aevb": "C3", "wakesleep": "C0", "mcem": "C2"}
 LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep", "mcem": "MCEM"}
 
 
-def draw_fig2_panel(ax, curves, paper_values=None, title=""):
+def draw_fig2_panel(ax, curves, paper_values=None, title="", paper_budget=1e8):
     """One panel laid out like Fig. 2: training samples on a log x axis, train solid, test dashed,
     one colour per algorithm, the paper's end values as markers at the right edge.
 
     curves: {algorithm: history rows (samples, seconds, train, test)}; paper_values:
-    {algorithm: (train, test)} or None."""
-    right = 1e8
+    {algorithm: (train, test)} or None; paper_budget: where the paper's curves end (Fig. 2: 1e8,
+    Fig. 3: about 6e7), the right edge unless a run went further."""
+    ax.set_xscale("log")               # also for a panel with no curve yet
+    right = paper_budget
     reached = max((np.asarray(h, float).reshape(-1, 4)[-1, 0] for h in curves.values() if len(h)), default=1e8)
     first = min((np.asarray(h, float).reshape(-1, 4)[0, 0] for h in curves.values() if len(h)), default=1e4)
     left = FIG2_LEFT if reached > 10 * FIG2_LEFT else min(1e4, first / 1.5)   # a smoke run starts earlier

@@ -220,6 +220,7 @@ def redraw(out, dataset, nzs, algorithms=ALGORITHMS):
 
 FIG3_ALGORITHMS = ("aevb", "wakesleep", "mcem")
 FIG3_N_TRAIN = (1000, 50000)
+FIG3_PAPER_BUDGET = 6e7            # where the paper's Fig. 3 curves end (its x-axis)
 FIG3_COLUMNS = (("n_train", "N train", ":"), ("algorithm", "algorithm", ""), ("samples_reached", "samples reached", ":"),
                 ("train", "train log p(x)", ":"), ("test", "test log p(x)", ":"), ("paper_train", "paper train", ":"),
                 ("paper_test", "paper test", ":"), ("status", "status", ""))
@@ -267,7 +268,8 @@ def draw_figure3(rows, path):
         cells = [r for r in rows if r["n_train"] == n]
         curves = {r["algorithm"]: r["history"] for r in cells if r["history"]}
         marks = {r["algorithm"]: (r["paper_train"], r["paper_test"]) for r in cells if r["paper_train"] is not None}
-        left = plots.draw_fig2_panel(ax, curves, marks, f"MNIST, $N_z$ = 3, $N_{{train}}$ = {n:,}")
+        left = plots.draw_fig2_panel(ax, curves, marks, f"MNIST, $N_z$ = 3, $N_{{train}}$ = {n:,}",
+                                     paper_budget=FIG3_PAPER_BUDGET)
         plots.fit_y(ax, curves, marks, left)
     axes[0][0].set_ylabel("marginal log-likelihood (App. D estimate)")
     axes[0][-1].legend(fontsize=7, loc="lower right")

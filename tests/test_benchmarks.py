@@ -9,8 +9,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(script, *args):
+    # One BLAS thread: these smoke runs check the pipeline, not the speed, and two threads on a
+    # machine busy with other jobs spin (the quick step benchmark then took over 5 minutes).
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
