@@ -128,3 +128,23 @@ def test_an_mcem_run_draws_no_figure_of_the_encoder_it_does_not_have(tmp_path):
     files = set(os.listdir(config.out))
     assert {"learning_curves.png", "samples.png", "manifold.png"} <= files
     assert not {"reconstructions.png", "latent_scatter.png"} & files
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_the_fused_m_step_equals_the_readable_wake_gradient(dtype, rtol):
+    """MCEM's M-step takes log p(x|z) and its logit gradient from one fused kernel; the readable
+    ``wake_loss_and_grads`` is its reference (loss and every decoder gradient)."""
+    from npvae.wakesleep import wake_loss_and_grads
+    config = TrainConfig(algorithm="mcem", metric="marginal", nz=3, hidden=(7,), dtype=np.dtype(dtype).name,
+                         init_std=0.5)
+    rng = np.random.default_rng(3)
+    learner = MCEM(config, 11, 40, rng)
+    x = (rng.random((6, 11)) < 0.3).astype(dtype)
+    z = (3.0 * rng.standard_normal((6, 3))).astype(dtype)
+    loss, grads = learner.m_step_loss_and_grads(x, z)
+    ref_loss, ref_grads = wake_loss_and_grads(learner.vae.params, learner.vae.arch, x, z)
+    assert loss == pytest.approx(ref_loss, rel=rtol)
+    assert set(grads) == set(ref_grads) and all(k.startswith("dec.") for k in grads)
+    for k in grads:
+        assert grads[k].dtype == dtype
+        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=rtol, atol=rtol * np.abs(ref_grads[k]).max())
