@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from . import paper
 from .config import ConfigError, TrainConfig
 from .fileio import atomic_path
+from .train import StopFlag
 
 ALGORITHMS = ("aevb", "wakesleep")
 FIG2_NZ = {"mnist": (3, 5, 10, 20, 200), "frey": (2, 5, 10, 20)}
@@ -361,7 +363,6 @@ def _leave_process_group():
     os.setpgrp()
     # Out of the group, a worker would outlive a sweep killed outright (SIGKILL, a closed session):
     # it watches its parent and, once orphaned, stops its run as a Ctrl-C does (with a checkpoint).
-    import signal
     import threading
     parent = os.getppid()
 
@@ -374,39 +375,26 @@ def _leave_process_group():
     threading.Thread(target=watch, daemon=True).start()
 
 
-class _SweepInterrupt:
-    """The sweep's Ctrl-C: the first cancels the runs not yet started and passes one SIGINT to each
-    local worker (its run writes a checkpoint and returns "interrupted"); a second stops at once."""
+class _SweepInterrupt(StopFlag):
+    """The sweep's Ctrl-C (the harness's StopFlag, with more to do): the first passes one SIGINT to
+    each local worker (its run writes a checkpoint and returns "interrupted") and cancels the runs
+    not yet started; a second passes another and stops at once."""
 
     def __init__(self, log):
-        self.log, self.set, self.cancel, self._old = log, False, lambda: None, None
-
-    def __enter__(self):
-        import signal
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:               # not the main thread: no handler, KeyboardInterrupt as usual
-            self._old = None
-        return self
+        super().__init__()
+        self.log, self.cancel = log, lambda: None
 
     def _handle(self, signum, frame):
         import multiprocessing
-        import signal
-        workers = [p.pid for p in multiprocessing.active_children()]
-        for pid in workers:
+        for worker in multiprocessing.active_children():
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGINT)
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-        self.cancel()
-        self.log("Ctrl-C: runs not yet started are cancelled and the running ones write a checkpoint and stop "
-                 "(Ctrl-C again to stop at once); the same command resumes the sweep")
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            import signal
-            signal.signal(signal.SIGINT, self._old)
+                os.kill(worker.pid, signal.SIGINT)
+        first = not self.set
+        super()._handle(signum, frame)          # sets the flag, or raises KeyboardInterrupt the second time
+        if first:
+            self.cancel()
+            self.log("Ctrl-C: runs not yet started are cancelled and the running ones write a checkpoint and "
+                     "stop (Ctrl-C again to stop at once); the same command resumes the sweep")
 
 
 def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=None, data_dir=None, log=print):
