@@ -50,7 +50,7 @@ from .distributions import LOGVAR_MAX, LOGVAR_MIN
 from .kernels import (active_indices, active_indices_by_column, adagrad_update, add_bias_neg_abs,
                       bernoulli_kl_grads_from_neg_abs, bernoulli_sample_from_logits, heads_bias_clamp,
                       log_q_grads_into, reparameterize_backward_into, reparameterize_into,
-                      sparse_affine_forward_into, sparse_weight_grad_into, tanh_backward_inplace)
+                      sparse_affine_forward_into, sparse_weight_grad_into, tanh_backward_inplace, tanh_inplace)
 from .model import ESTIMATORS
 from .optim import Adagrad, Optimizer, has_prior
 
@@ -125,6 +125,7 @@ class _FastNetwork:
         self.dec_dh = [E((R, w), dt) for w in arch.dec_hidden]
         self.logits = E((R, D), dt)
         self.work = E((R, D), dt)                 # -|logits|, then exp(-|logits|)
+        self.tanh_work = E(max([M * w for w in arch.enc_hidden] + [R * w for w in arch.dec_hidden]), dt)
         self.grads = {name: np.empty_like(p) for name, p in vae.params.items()}
         # constants in the parameters' dtype, so that the kernels' float32 arithmetic stays float32
         self.one, self.half = dt.type(1), dt.type(0.5)
@@ -146,7 +147,7 @@ class _FastNetwork:
             else:
                 np.matmul(h, p[f"enc.h{k}.W"], out=hk)
                 hk += p[f"enc.h{k}.b"]
-            np.tanh(hk, out=hk)
+            tanh_inplace(hk, self.tanh_work)
             h = hk
         np.matmul(h, p["enc.mu.W"], out=self.mu)
         np.matmul(h, p["enc.logvar.W"], out=self.logvar)
@@ -159,7 +160,7 @@ class _FastNetwork:
         for k, hk in enumerate(self.dec_h, 1):
             np.matmul(h, p[f"dec.h{k}.W"], out=hk)
             hk += p[f"dec.h{k}.b"]
-            np.tanh(hk, out=hk)
+            tanh_inplace(hk, self.tanh_work)
             h = hk
         np.matmul(h, p["dec.logits.W"], out=self.logits)
         add_bias_neg_abs(self.logits, p["dec.logits.b"], self.work)       # + bias, and -|logits| for the kernels

@@ -34,7 +34,7 @@ def test_bench_step_quick_without_peers(tmp_path):
 def test_bench_kernels_quick():
     out = run("bench_kernels.py", "--quick")
     for kernel in ("bernoulli_kl_grads want_elbo=False", "bernoulli_kl_grads want_elbo=True", "add_bias_neg_abs",
-                   "tanh_backward_inplace", "heads_bias_clamp", "reparameterize_into", "reparameterize_backward_into",
+                   "tanh_backward_inplace", "tanh_inplace", "heads_bias_clamp", "reparameterize_into", "reparameterize_backward_into",
                    "adagrad_update (795k parameters)"):
         assert f"{kernel}  float64" in out and f"{kernel}  float32" in out, kernel
     assert "slowest kernel/reference ratio" in out

@@ -69,3 +69,35 @@ def test_add_bias_neg_abs():
     neg_abs = np.empty_like(a)
     add_bias_neg_abs(a, b, neg_abs)
     assert np.array_equal(a, expected) and np.array_equal(neg_abs, -np.abs(expected))
+
+
+def test_tanh_inplace_float64_is_np_tanh_to_rounding():
+    """The float64 tanh from exp(-2|a|) (and its series near 0) against np.tanh: within one ulp of
+    1 absolutely everywhere, and within 2e-15 relatively, across the series' threshold, tiny and
+    subnormal inputs, huge ones and the special values."""
+    from npvae.kernels import TANH_SERIES_BELOW, tanh_inplace
+    rng = np.random.default_rng(3)
+    t = TANH_SERIES_BELOW
+    special = [0.0, -0.0, t, -t, np.nextafter(t, 0), np.nextafter(-t, 0), 5e-324, -5e-324, 1e-300, -1e-300, 18.0, 19.5,
+               30.0, -30.0, 700.0, -750.0,
+               1e308, -1e308, np.inf, -np.inf]
+    x = np.concatenate([rng.normal(0, 3, 20000), rng.normal(0, 2 * t, 20000),
+                        10.0 ** rng.uniform(-320, 3, 20000) * rng.choice([-1, 1], 20000), special]).reshape(-1, 20)
+    got = x.copy()
+    tanh_inplace(got, np.empty(x.size + 7))
+    ref = np.tanh(x)
+    assert np.abs(got - ref).max() <= np.spacing(1.0)
+    nonzero = ref != 0
+    assert (np.abs(got - ref)[nonzero] / np.abs(ref[nonzero])).max() <= 2e-15
+    assert np.array_equal(np.signbit(got), np.signbit(ref))          # -0.0 stays -0.0
+    nan = np.array([np.nan, 1.0])
+    tanh_inplace(nan, np.empty(2))
+    assert np.isnan(nan[0]) and nan[1] == np.tanh(1.0)
+
+
+def test_tanh_inplace_float32_is_np_tanh():
+    from npvae.kernels import tanh_inplace, tanh_inplace_reference
+    a = np.random.default_rng(4).normal(0, 2, (7, 9)).astype(np.float32)
+    got = a.copy()
+    tanh_inplace(got, np.empty(a.size, np.float32))
+    assert got.dtype == np.float32 and np.array_equal(got, tanh_inplace_reference(a))
