@@ -8,7 +8,6 @@ functions, so that tests/test_studies.py can call it.
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 
@@ -156,30 +155,20 @@ def synthetic_binary(rng, n, x_dim, n_prototypes=4, flip=0.05):
 
 
 def load_run(run_dir, dtype=np.float64):
-    """The model of a training run's folder: DIR/config.json (nz, hidden, dataset, activation) and
-    DIR/checkpoint.npz (arrays "param/<name>").  Returns (VAE, config dict)."""
-    from npvae import VAE
+    """The model of a training run's folder, read by ``npvae.runs.load_run`` from DIR/checkpoint.npz
+    (its parameters and the run's config).  Returns (VAE in dtype, the run's config as a dict:
+    ``dataclasses.asdict`` of its TrainConfig, e.g. "nz", "hidden", "dataset", "activation",
+    "decoder", "decoder_var").  A folder without a readable run is a UsageError (one line)."""
+    import dataclasses
 
-    cfg_path, ckpt_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "checkpoint.npz")
-    for p in (cfg_path, ckpt_path):
-        require(os.path.isfile(p), f"--checkpoint {run_dir}: {os.path.basename(p)} not found")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    with np.load(ckpt_path, allow_pickle=False) as z:
-        params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
-    require("enc.h1.W" in params, f"--checkpoint {run_dir}: checkpoint.npz holds no param/enc.h1.W")
-    likelihood = cfg.get("decoder", "auto")               # --decoder; "auto" (and older runs): the paper's
-    if likelihood == "auto":
-        likelihood = "bernoulli" if cfg.get("dataset", "mnist") == "mnist" else "gaussian"
-    vae = VAE(params["enc.h1.W"].shape[0], int(cfg["nz"]), tuple(cfg["hidden"]), likelihood, seed=0,
-              dtype=dtype, activation=cfg.get("activation", "tanh"), decoder_var=cfg.get("decoder_var") or None)
-    require(set(params) == set(vae.params),
-            f"--checkpoint {run_dir}: parameters {sorted(set(params) ^ set(vae.params))} do not match config.json")
-    for k in vae.params:
-        require(params[k].shape == vae.params[k].shape,
-                f"--checkpoint {run_dir}: {k} has shape {params[k].shape}, config.json implies {vae.params[k].shape}")
-        vae.params[k][...] = params[k]
-    return vae, cfg
+    from npvae.runs import RunLoadError, load_run as load_trained_run
+
+    require(os.path.isdir(run_dir), f"--checkpoint {run_dir}: no such folder")
+    try:
+        trained = load_trained_run(run_dir, dtype=dtype)
+    except RunLoadError as e:
+        raise UsageError(f"--checkpoint {run_dir}: {' '.join(str(e).split())}") from None
+    return trained.vae, dataclasses.asdict(trained.config)
 
 
 def tile(images, n_cols):

@@ -278,7 +278,7 @@ def ratio_table(results, L_grid):
 
 def build_parser():
     p = study_parser("gradient_variance", __doc__)
-    p.add_argument("--checkpoint", default=None, help="a training run's folder (config.json, checkpoint.npz)")
+    p.add_argument("--checkpoint", default=None, help="a training run's folder (its checkpoint.npz)")
     p.add_argument("--train-samples", type=float, default=100_000,
                    help="without --checkpoint (and not --smoke): train this many samples first (default 1e5)")
     p.add_argument("--L", type=positive_int_list, default=None,

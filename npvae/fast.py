@@ -47,7 +47,7 @@ import numpy as np
 from . import distributions as D
 from .data import gather_minibatch
 from .distributions import LOGVAR_MAX, LOGVAR_MIN
-from .kernels import (active_indices, active_indices_by_column, adagrad_update, add_bias_neg_abs,
+from .kernels import (_bernoulli_log_lik_dlogits_kernel, active_indices, active_indices_by_column, adagrad_update, add_bias_neg_abs,
                       bernoulli_kl_grads_from_neg_abs, bernoulli_sample_from_logits, heads_bias_clamp,
                       log_q_grads_into, reparameterize_backward_into, reparameterize_into,
                       sparse_affine_forward_into, sparse_weight_grad_into, tanh_backward_inplace, tanh_inplace)
@@ -437,6 +437,88 @@ class FastWakeSleep:
         net.encoder_backward(self.x_dream, self.rec.tensors_done)
         bad |= self.rec.finish()
         return not bad
+
+
+class FastDecoderJoint:
+    """Monte Carlo EM's two halves for a Bernoulli decoder on one minibatch x (B, D), into
+    preallocated buffers (``npvae.learners.MCEM`` with ``fast``):
+
+      target(z)   the HMC target of the E-step: z (B, Z) -> (log p(x, z) (B,), d/dz (B, Z)), as
+                  ``marginal._vae_log_joint(vae, x)`` computes them, from the fast step's decoder
+                  pass, one exp(-|logits|) and one kernel for log p(x|z) and x - sigmoid(logits),
+                  and a backward pass that stops at z (no weight gradients);
+      m_step(z)   one M-step update: the gradient of -mean_b log p(x_b, z_b) (``wake_loss_and_grads``'s)
+                  for every dec.* parameter, with the prior and the optimizer fused as in ``FastStep``.
+
+    set_x(x) loads the minibatch; both halves read it.  tests/test_mcem.py holds both to the readable
+    functions."""
+
+    def __init__(self, vae, optimizer, batch_size, prior="weights", prior_scale=0.0):
+        reason = unsupported_reason(vae, "B", optimizer, prior)
+        if reason:
+            raise ValueError(f"FastDecoderJoint does not implement {reason}")
+        self.vae, self.B, dt = vae, int(batch_size), vae.dtype
+        B, Z, n_pixels = self.B, vae.arch.z_dim, vae.arch.x_dim
+        self.net = net = _FastNetwork(vae, B, B, sparse_max_density=-1)
+        self.z = np.empty((B, Z), dt)
+        self.dz = np.empty((B, Z), dt)
+        self.log_lik = np.empty(B, dt)
+        self.dlogits = np.empty((B, n_pixels), dt)
+        self.db_scratch = [np.empty(w, dt) for w in vae.arch.dec_hidden]
+        self.zero, self.log_2pi_z = dt.type(0), 0.5 * D.LOG_2PI * Z
+        self.update_rule = _FusedUpdate(vae, net.grads, optimizer, [k for k in vae.params if k.startswith("dec.")],
+                                        prior, prior_scale)
+
+    @staticmethod
+    def supports(vae, optimizer=None, prior="weights"):
+        return not unsupported_reason(vae, "B", optimizer, prior)
+
+    def set_x(self, x):
+        if x.shape != self.net.x.shape:
+            raise ValueError(f"x must have shape {self.net.x.shape}, got {x.shape}")
+        np.copyto(self.net.x, x)
+
+    def _log_lik_and_dlogits(self, z):
+        """The decoder at z, then log p(x|z) (B,) into self.log_lik and x - sigmoid(logits) into self.dlogits."""
+        net = self.net
+        np.copyto(self.z, z, casting="same_kind")
+        net.decoder_forward(self.z)                     # net.work = -|logits|
+        np.exp(net.work, out=net.work)
+        _bernoulli_log_lik_dlogits_kernel(net.logits, net.work, net.x, 0, self.zero, net.one, self.log_lik,
+                                          self.dlogits)
+
+    def target(self, z, grad=True):
+        """log p(x, z) = log p(x|z) + log N(z; 0, I) per row, and its gradient in z (float64 both)."""
+        z = np.asarray(z)
+        if z.shape != self.z.shape:
+            raise ValueError(f"z must have shape {self.z.shape}, got {z.shape}")
+        self._log_lik_and_dlogits(z)
+        z64 = z.astype(np.float64, copy=False)
+        logp = self.log_lik.astype(np.float64) - (self.log_2pi_z + 0.5 * np.einsum("bz,bz->b", z64, z64))
+        if not grad:
+            return logp, None
+        # back to z only: each row's log p depends on its own z row, so the pass of sum_b log p gives each its gradient
+        net, p = self.net, self.vae.params
+        dh = self.dlogits
+        for k in range(len(net.dec_h), 0, -1):
+            np.matmul(dh, p["dec.logits.W"].T if k == len(net.dec_h) else p[f"dec.h{k + 1}.W"].T, out=net.dec_dh[k - 1])
+            dh = net.dec_dh[k - 1]
+            tanh_backward_inplace(dh, net.dec_h[k - 1], net.one, self.db_scratch[k - 1])
+        np.matmul(dh, p["dec.h1.W"].T, out=self.dz)
+        return logp, self.dz.astype(np.float64) - z64
+
+    def m_step(self, z):
+        """One update of the dec.* parameters on -mean_b log p(x_b, z_b) + the prior.  Returns
+        (the loss before the update, whether every gradient was finite)."""
+        self._log_lik_and_dlogits(z)
+        z64 = self.z.astype(np.float64)
+        loss = -float(self.log_lik.mean(dtype=np.float64)) + self.log_2pi_z + 0.5 * float((z64 * z64).sum()) / self.B
+        self.dlogits *= self.dlogits.dtype.type(-1.0 / self.B)                    # d loss / d logits
+        self.net.grads["dec.logits.b"][...] = self.dlogits.sum(axis=0)
+        u = self.update_rule
+        u.begin()
+        self.net.decoder_backward(self.dlogits, self.z, None, u.tensors_done)
+        return loss, not u.finish()
 
 
 def _no_update(*names):

@@ -211,7 +211,7 @@ def main(argv=None):
     p.add_argument("--init-std", type=float, default=0.01,
                    help="std of the N(0, s^2) initialization (paper: 0.01)")
     p.add_argument("--checkpoint", default=None,
-                   help="a training run's folder: check the trained model (its sizes come from config.json)")
+                   help="a training run's folder: check the trained model (its sizes come from its checkpoint)")
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -223,15 +223,22 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     trained = None
     if args.checkpoint:
-        trained = _load_trained(args.checkpoint)
-        args.x_dim, args.z_dim = trained["x_dim"], trained["z_dim"]
-        hidden, args.likelihood, args.activation = trained["hidden"], trained["likelihood"], trained["activation"]
+        from .runs import RunLoadError, load_run
+        try:
+            trained = load_run(args.checkpoint)          # its model, in the run's dtype, and its TrainConfig
+        except RunLoadError as e:
+            p.error(f"--checkpoint {args.checkpoint}: {' '.join(str(e).split())}")
+        args.x_dim, args.z_dim = trained.vae.arch.x_dim, trained.config.nz
+        hidden, args.likelihood, args.activation = (trained.config.hidden, trained.config.likelihood(),
+                                                    trained.config.activation)
+    # built (and drawn from rng) as without --checkpoint, so that x and eps do not depend on where the
+    # parameters come from; then it takes the trained values, in --dtype
     vae = VAE(args.x_dim, args.z_dim, hidden, args.likelihood, seed=rng, dtype=dtype,
               activation=args.activation, init_std=args.init_std,
-              decoder_var=trained["decoder_var"] if trained is not None else None)
+              decoder_var=(trained.config.decoder_var or None) if trained is not None else None)
     if trained is not None:
         for k in vae.params:
-            vae.params[k][...] = trained["params"][k]
+            vae.params[k][...] = trained.vae.params[k]
     if args.likelihood == "bernoulli":
         x = (rng.random((args.batch, args.x_dim)) < 0.3).astype(dtype)    # binary, like binarized MNIST
     else:
@@ -252,21 +259,6 @@ def main(argv=None):
     if dtype == np.float32:
         print("note: float32 differences carry ~1e-3 round-off; check gradients in float64.")
     return 0 if ok else 1
-
-
-def _load_trained(run_dir):
-    import json
-    import os
-    with open(os.path.join(run_dir, "config.json")) as f:
-        cfg = json.load(f)
-    with np.load(os.path.join(run_dir, "checkpoint.npz"), allow_pickle=False) as z:
-        params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
-    likelihood = cfg.get("decoder", "auto")               # --decoder; "auto" (and older runs): the paper's
-    if likelihood == "auto":
-        likelihood = "bernoulli" if cfg["dataset"] == "mnist" else "gaussian"
-    return {"x_dim": params["enc.h1.W"].shape[0], "z_dim": cfg["nz"], "hidden": tuple(cfg["hidden"]),
-            "likelihood": likelihood, "decoder_var": cfg.get("decoder_var") or None,
-            "activation": cfg.get("activation", "tanh"), "params": params}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ the same arithmetic with NumPy array expressions.  ``tests/test_kernels.py`` ass
 1e-12 in float64 and ``benchmarks/bench_kernels.py`` times both.
 
 Kernels are plain loops, serial (Numba's threads would compete with
-OpenBLAS's for the two cores), ``cache=True``, ``fastmath`` off, and
+OpenBLAS's for the two cores), ``cache=True``, ``fastmath`` off (except reassociation in the
+log-likelihood's row reductions, see ``_bernoulli_row_log_lik``), and
 ``error_model='numpy'`` so that division does not check for zero and the loop
 vectorizes.  Set ``NUMBA_DISABLE_JIT=1`` to step through them in Python.
 """
@@ -517,8 +518,11 @@ def sparse_weight_grad_reference(x, dh, W):
 #
 # Every factor 1 + e lies in [1, 2], so a product of MAX_FACTORS_PER_LOG of them stays below 2^1000
 # (float64 overflows at 2^1024).  The row's two running reductions (the sum and the product) are
-# float64 for float32 data too: they are serial chains either way (no fastmath, so LLVM does not
-# reorder them), so the wider type costs nothing (measured) and the sums carry float64 rounding only.
+# float64 for float32 data too, and the one function that holds them is compiled with
+# fastmath={"reassoc"} alone: LLVM may then regroup the sum and the product into SIMD lanes, which
+# made the kernel 4-5x faster (220-250 us -> 44 us per 100 x 784 rows, measured 2026-11-22), without
+# the other fast-math assumptions (NaN and inf still propagate).  Any grouping of the factors keeps
+# the 2^1000 bound, and the rounding bound below holds for any order.
 # The per-pixel terms x l - max(l, 0) and the sigmoid stay in the arrays' dtype (``zero``, ``one``);
 # 1 + e is formed in float64 as it enters the product.  Precision, float64 data: rounding each 1 + e
 # and each product moves the log by at most D ulp(1) ~ 2e-13 nats for D = 784, where the readable
@@ -529,7 +533,7 @@ MAX_FACTORS_PER_LOG = 1000
 BLOCK_BYTES = 1 << 18           # rows of logits per exp block: 256 KB of them, L2-resident with e
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
 def _bernoulli_row_log_lik(logits, e, x, zero):
     """sum_d x_d l_d - max(l_d, 0) - log(1 + e_d) for one row: logits, e = exp(-|logits|), x: (D,)."""
     D = logits.shape[0]

@@ -24,7 +24,7 @@ import numpy as np
 from . import distributions as D
 from .data import gather_minibatch
 from .kernels import bernoulli_log_lik_and_dlogits
-from .fast import FastStep, FastWakeSleep, unsupported_reason
+from .fast import FastDecoderJoint, FastStep, FastWakeSleep, unsupported_reason
 from .marginal import ADAPT_SMOOTHING, adapt_step_size, hmc_log_px, hmc_transition
 from .marginal import _vae_log_joint
 from .model import VAE, decoder_backward, decoder_forward
@@ -267,13 +267,19 @@ class MCEM(Learner):
         self.z = rng.standard_normal((n_train, config.nz))       # the chains start from the prior
         self.step_size = np.full(n_train, 0.1)
         self.accept_rate = np.full(n_train, self.TARGET_ACCEPT)
-        self.implementation = f"reference (HMC E-step, {config.mcem_leapfrog} leapfrog steps; " \
-                              f"{config.mcem_updates} Adagrad M-steps)"
+        self.fast = None
+        if config.fast and FastDecoderJoint.supports(self.vae, self.opt, config.prior):
+            self.fast = FastDecoderJoint(self.vae, self.opt, config.batch_size, config.prior, self.prior_scale)
+        self.implementation = f"{'fast' if self.fast else 'reference'} (HMC E-step, {config.mcem_leapfrog} " \
+                              f"leapfrog steps; {config.mcem_updates} {config.optimizer} M-steps)"
 
     def step(self, data, idx, rng):
-        params, arch, config = self.vae.params, self.vae.arch, self.config
+        params, config = self.vae.params, self.config
         x = self._gather(data, idx, rng)
-        target = _vae_log_joint(self.vae, x)
+        fast = self.fast if self.fast is not None and x.shape[0] == self.fast.B else None
+        if fast is not None:
+            fast.set_x(x)
+        target = fast.target if fast is not None else _vae_log_joint(self.vae, x)
         z = self.z[idx]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             logp, grad = (np.asarray(a, dtype=np.float64) for a in target(z))
@@ -288,6 +294,11 @@ class MCEM(Learner):
         self.step_size[idx] = adapt_step_size(self.step_size[idx], rate, self.TARGET_ACCEPT)
         z = z.astype(self.vae.dtype)
         for _ in range(config.mcem_updates):
+            if fast is not None:
+                loss, finite = fast.m_step(z)
+                if not (finite and math.isfinite(loss)):
+                    return False
+                continue
             loss, grads = self.m_step_loss_and_grads(x, z)
             if not math.isfinite(loss):
                 return False

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from npvae import VAE
 from npvae.gradcheck import central_difference, check_vae, main, numerical_gradient, relative_error, ridders_derivative
@@ -54,3 +55,11 @@ def test_cli_checks_a_trained_run(tmp_path, capsys):
     assert main(["--checkpoint", out, "--batch", "5"]) == 0
     text = capsys.readouterr().out
     assert "trained parameters from" in text and "x_dim=16" in text and "(16, 8)" in text
+
+
+def test_cli_refuses_a_folder_without_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: --checkpoint {tmp_path}: " in err and "Traceback" not in err

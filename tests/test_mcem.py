@@ -148,3 +148,48 @@ def test_the_fused_m_step_equals_the_readable_wake_gradient(dtype, rtol):
     for k in grads:
         assert grads[k].dtype == dtype
         np.testing.assert_allclose(grads[k], ref_grads[k], rtol=rtol, atol=rtol * np.abs(ref_grads[k]).max())
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_the_fast_e_step_target_is_the_readable_log_joint(dtype, rtol):
+    """FastDecoderJoint.target (MCEM's HMC target with --fast) against the readable log p(x, z) and
+    its z-gradient (``marginal._vae_log_joint(..., fast=False)``), on a decoder with two hidden layers."""
+    from npvae.fast import FastDecoderJoint
+    from npvae.marginal import _vae_log_joint
+    from npvae.model import VAE
+    from npvae.optim import Adagrad
+    rng = np.random.default_rng(4)
+    vae = VAE(11, 3, (9, 7), seed=1, dtype=dtype, init_std=0.7)
+    fast = FastDecoderJoint(vae, Adagrad(0.01), 6)
+    x = (rng.random((6, 11)) < 0.3).astype(dtype)
+    z = 2.0 * rng.standard_normal((6, 3))
+    fast.set_x(x)
+    logp, grad = fast.target(z)
+    ref_logp, ref_grad = (np.asarray(a, np.float64) for a in _vae_log_joint(vae, x, fast=False)(z))
+    assert logp.dtype == grad.dtype == np.float64
+    np.testing.assert_allclose(logp, ref_logp, rtol=rtol)
+    np.testing.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol * np.abs(ref_grad).max())
+    value_only, none = fast.target(z, grad=False)
+    assert none is None and np.array_equal(value_only, logp)
+    with pytest.raises(ValueError, match="z must have shape"):
+        fast.target(z[:5])
+
+
+def test_fast_mcem_steps_equal_the_readable_ones():
+    """Twenty MCEM steps (E-step chains, step sizes, M-step Adagrad with the prior) with --fast
+    and without, from the same state and draws: the same chains and decoder to rounding."""
+    data = toy_data(dynamic=False)
+    config = TrainConfig(algorithm="mcem", metric="marginal", nz=2, hidden=(8, 6), batch_size=20, lr=0.05,
+                         warmup=2, init_std=0.5)
+    fast, readable = (MCEM(dataclasses.replace(config, fast=f), 16, 300, np.random.default_rng(0))
+                      for f in (True, False))
+    assert fast.fast is not None and readable.fast is None and "fast" in fast.implementation
+    for step in range(20):
+        idx = np.random.default_rng(100 + step).permutation(300)[:20]
+        assert fast.step(data, idx, np.random.default_rng(step))
+        assert readable.step(data, idx, np.random.default_rng(step))
+    np.testing.assert_allclose(fast.z, readable.z, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.step_size, readable.step_size, rtol=1e-12)
+    for k, p in readable.vae.params.items():
+        np.testing.assert_allclose(fast.vae.params[k], p, rtol=1e-10, atol=1e-12, err_msg=k)
+    assert fast.opt.t == readable.opt.t == 100

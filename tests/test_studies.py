@@ -120,16 +120,30 @@ def test_gradient_variance_smoke_score_function_is_noisier_and_both_are_unbiased
 
 
 def test_gradient_variance_reads_a_training_runs_checkpoint(tmp_path):
+    import dataclasses
+
     from npvae import VAE
+    from npvae.config import TrainConfig
     run = tmp_path / "run"
     run.mkdir()
     trained = VAE(64, 4, 32, seed=5, init_std=0.3)      # stands in for a trained model
-    np.savez(run / "checkpoint.npz", **{f"param/{k}": v for k, v in trained.params.items()})
-    (run / "config.json").write_text(json.dumps({"nz": 4, "hidden": [32], "dataset": "mnist"}))
+    config = TrainConfig(nz=4, hidden=(32,), dataset="mnist")
+    np.savez(run / "checkpoint.npz", config=np.array(json.dumps(dataclasses.asdict(config))),   # what the harness
+             counters=np.array([1000, 10, 0]), **{f"param/{k}": v for k, v in trained.params.items()})  # writes
+    vae, cfg = _study.load_run(str(run))
+    assert cfg["nz"] == 4 and tuple(cfg["hidden"]) == (32,) and cfg["dataset"] == "mnist" and vae.dtype == np.float64
     out = tmp_path / "out"
     assert gradient_variance.main(["--smoke", "--checkpoint", str(run), "--L", "1,10", "--out", str(out)]) == 0
     rows = read_csv(out / "variance.csv")
     assert {r["state"] for r in rows} == {"init", "trained"}
+
+
+def test_gradient_variance_refuses_a_folder_without_a_run_in_one_line(tmp_path, capsys):
+    for folder in (tmp_path / "missing", tmp_path):
+        assert gradient_variance.main(["--smoke", "--checkpoint", str(folder), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --checkpoint {folder}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()              # refused before anything is written
 
 
 # --------------------------------------------------------------------------- bug_zoo
