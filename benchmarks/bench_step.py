@@ -15,7 +15,11 @@ forward + backward + prior + update.
 Variants, timed in the same run and interleaved in rounds (this machine drifts 5-15% over
 minutes, so only ratios measured side by side mean anything):
 
-  npvae           npvae.fast.FastStep (what the examples use), with the sparse first layer: the data are 0/1
+  npvae           npvae.fast.FastStep (a sweep's one-thread jobs use it), with the sparse first layer: the
+                  data are 0/1
+  npvae 2 threads npvae.fast.TwoThreadStep (what one job on two cores uses, as the examples do by
+                  default): the minibatch's halves each run FastStep's pass on their own thread with one
+                  BLAS thread, then the two threads share the update
   npvae wake-sleep  npvae.fast.FastWakeSleep, the paper's baseline learner (not a peer: its own row)
   floor           the step's own matrix products alone, into preallocated outputs: the BLAS bound
   floor + update  the floor plus the prior + Adagrad pass over all 795k parameters (npvae's fused
@@ -70,8 +74,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from npvae import VAE, Adagrad  # noqa: E402
-from npvae.fast import FastStep, FastWakeSleep  # noqa: E402
+from npvae import VAE, Adagrad, blas  # noqa: E402
+from npvae.fast import FastStep, FastWakeSleep, TwoThreadStep  # noqa: E402
 from npvae.optim import has_prior  # noqa: E402
 
 try:
@@ -118,6 +122,24 @@ def npvae_step(dtype, data):
     vae = VAE(X_DIM, Z, H, seed=0, dtype=dtype)
     opt = Adagrad(LR, warmup=0, eps=EPS)
     fast = FastStep(vae, opt, M, L, "weights", PRIOR, binary=True)     # the data are 0/1: the sparse first layer
+    batches, rng = Batches(1), np.random.default_rng(2)
+
+    def step():
+        x, eps = fast.load_batch(data, batches.next(), rng)
+        fast.step(x, eps)
+
+    def check(idx, eps):
+        x, _ = fast.load_batch(data, idx)
+        return fast.step(x, eps[None].astype(dtype), want_loss=True)[0]
+    step.check = check
+    return step
+
+
+def npvae_two_thread_step(dtype, data):
+    """npvae_step with TwoThreadStep: the same draws, the same checks."""
+    vae = VAE(X_DIM, Z, H, seed=0, dtype=dtype)
+    opt = Adagrad(LR, warmup=0, eps=EPS)
+    fast = TwoThreadStep(vae, opt, M, "weights", PRIOR, binary=True)
     batches, rng = Batches(1), np.random.default_rng(2)
 
     def step():
@@ -342,10 +364,16 @@ def check_variant(name, step, dtype, inputs, references, t0):
 
 # --------------------------------------------------------------------------- timing
 
+PAUSE_S = 0.25    # untimed, before each variant's round: the previous variant's idle threads (OpenBLAS's
+                  # workers, OpenMP's, XLA's pool) spin for up to ~0.1 s before they sleep, and would
+                  # otherwise take a core from the next variant's first steps
+
+
 def run(variants, rounds, steps_per_round):
     times = {k: [] for k in variants}
     for _ in range(rounds):
         for name, step in variants.items():         # interleaved: every round times every variant
+            time.sleep(PAUSE_S)
             for _ in range(steps_per_round):
                 t = time.perf_counter()
                 step()
@@ -364,6 +392,10 @@ def report(dtype_name, t):
         print(f"  {k:<20} {med[k]:7.2f}  ({np.percentile(v, 10):6.2f}-{np.percentile(v, 90):6.2f})"
               f"  {M / med[k] * 1e3:9,.0f} samples/s")
     print(f"  npvae / floor        = {med['npvae'] / med['floor']:.3f}   (stretch target <= 1.05)")
+    two = "npvae 2 threads"
+    if two in med:
+        print(f"  npvae 2 threads / floor = {med[two] / med['floor']:.3f};  npvae / npvae 2 threads = "
+              f"{med['npvae'] / med[two]:.3f}   (throughput ratio of the two-thread step to the serial one)")
     if "npvae wake-sleep" in med:
         print(f"  wake-sleep / AEVB    = {med['npvae wake-sleep'] / med['npvae']:.3f}   (npvae's two steps; target <= 1.3)")
     if "floor + update" in med:
@@ -375,8 +407,13 @@ def report(dtype_name, t):
             goal = f"; target >= {target}" if target else ""
             print(f"  {peer + ' / npvae':<28} = {med[peer] / med['npvae']:.3f}"
                   f"   (throughput ratio: how many times faster npvae is{goal})")
+            if two in med:
+                print(f"  {peer + ' / npvae 2 threads':<38} = {med[peer] / med[two]:.3f}")
     print(f"  seconds per million training samples (npvae): {med['npvae'] * 1e-3 * 1e6 / M:.1f}"
           f"   (paper: 20-40 minutes)")
+    if two in med:
+        print(f"  seconds per million training samples (npvae 2 threads): {med[two] * 1e-3 * 1e6 / M:.1f}"
+              f"   (target <= 40 in float32)")
     return med
 
 
@@ -432,6 +469,10 @@ def main(argv=None):
         name = np.dtype(dtype).name
         data = make_data(dtype)
         builders = {"npvae": lambda: npvae_step(dtype, data)}
+        if blas.available():
+            builders["npvae 2 threads"] = lambda: npvae_two_thread_step(dtype, data)
+        else:
+            print("NumPy's BLAS thread count cannot be set here (npvae.blas): no 'npvae 2 threads' row")
         if "torch" in peers:
             builders["torch eager"] = lambda: torch_step(dtype, data, compiled=False)
             if not args.no_compile:
@@ -467,13 +508,15 @@ def main(argv=None):
         if "npvae" not in trained:
             print(f"\nnpvae itself failed the loss check ({name}): not timing anything")
             return 1
-        variants = {"npvae": trained.pop("npvae"), "npvae wake-sleep": wakesleep_step(dtype, data),
+        two_thread = {"npvae 2 threads": trained.pop("npvae 2 threads")} if "npvae 2 threads" in trained else {}
+        variants = {"npvae": trained.pop("npvae"), **two_thread, "npvae wake-sleep": wakesleep_step(dtype, data),
                     "floor": floor_step(dtype), "floor + update": floor_update_step(dtype), **trained}
         for step in variants.values():                       # warm-up: JIT, caches, first-touch of buffers
             for _ in range(5):
                 step()
         med = report(name, run(variants, rounds, per_round))
-        results[name] = {"npvae_ms": med["npvae"], "wakesleep_ms": med["npvae wake-sleep"], "floor_ms": med["floor"],
+        results[name] = {"npvae_ms": med["npvae"], "npvae_two_thread_ms": med.get("npvae 2 threads"),
+                         "wakesleep_ms": med["npvae wake-sleep"], "floor_ms": med["floor"],
                          "floor_update_ms": med["floor + update"],
                          "torch_eager_ms": med.get("torch eager"), "torch_compile_ms": med.get("torch compile"),
                          "torch_compile_fused_ms": med.get("torch compile+fused"), "jax_jit_ms": med.get("jax jit")}

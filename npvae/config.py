@@ -74,6 +74,9 @@ class TrainConfig:
     out: str = _f("runs/mnist", "the run's folder", resumable=True)
     fast: bool = _f(True, "use the fast step where it computes exactly what the readable one does",
                     resumable=True)
+    step_threads: int = _f(0, "threads of the fast AEVB step: 2 runs the minibatch's two halves side by side, "
+                              "each with one BLAS thread (for one job on two cores); 1 the serial step; 0: 2 "
+                              "when NumPy's BLAS starts with 2 or more threads, else 1", resumable=True)
     progress: bool = _f(True, "show a progress bar", resumable=True)
     figures: bool = _f(True, "draw the figures at the end of the run", resumable=True)
 
@@ -99,6 +102,8 @@ class TrainConfig:
         for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test", "n_train", "kl_warmup"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be 0 or more; got {getattr(self, name)}")
+        if self.step_threads not in (0, 1, 2):
+            raise ConfigError(f"--step_threads must be 0 (automatic), 1 or 2; got {self.step_threads}")
         if self.init_seed < -1:
             raise ConfigError(f"--init_seed must be -1 (from the run's generator) or 0 or more; got {self.init_seed}")
         if not self.hidden or min(self.hidden) <= 0:

@@ -29,10 +29,13 @@ dreams are Bernoulli samples, so its sleep phase always looks.  The sums run in 
 BLAS's, so the two paths agree to rounding (``tests/test_sparse.py``).
 
 Transcendentals (tanh, exp, expm1) stay with NumPy, whose SIMD loops beat Numba's scalar
-calls; the Numba kernels do the arithmetic around them in single passes.  Everything is serial:
-OpenBLAS's worker thread spins between products, and every threaded variant measured here
-(Numba ``parallel=True``, a Python worker thread, splitting the batch over two threads with
-one-threaded BLAS) was slower than this (``benchmarks/bench_threads.py``).
+calls; the Numba kernels do the arithmetic around them in single passes.  ``FastStep`` is serial
+apart from BLAS's own threads: OpenBLAS's worker thread spins between products, and threading
+single pieces of the step beside it (Numba ``parallel=True``, a Python worker thread for the
+Adagrad pass) was slower (``benchmarks/bench_threads.py``).  ``TwoThreadStep`` threads the whole
+step instead: the minibatch's two halves each run a ``FastStep`` on its own thread with one BLAS
+thread, then the two threads share the update (for one job on two cores; a sweep's one-thread
+jobs keep ``FastStep``).
 
 ``benchmarks/bench_step.py`` measures the step against its matrix products alone (the floor)
 and against the products plus the Adagrad pass, which is divider-bound (a square root and a
@@ -41,14 +44,18 @@ asserts that the step gives the reference step to rounding and checks its gradie
 finite differences.
 """
 import math
+import queue
+import threading
+import weakref
 
 import numpy as np
 
+from . import blas
 from . import distributions as D
 from .data import gather_minibatch
 from .distributions import LOGVAR_MAX, LOGVAR_MIN
-from .kernels import (_bernoulli_log_lik_dlogits_kernel, active_indices, active_indices_by_column, adagrad_update, add_bias_neg_abs,
-                      bernoulli_kl_grads_from_neg_abs, bernoulli_sample_from_logits, heads_bias_clamp,
+from .kernels import (_bernoulli_log_lik_dlogits_kernel, active_indices, active_indices_by_column, adagrad_update,
+                      add_bias_neg_abs, bernoulli_kl_grads_from_neg_abs, bernoulli_sample_from_logits, heads_bias_clamp,
                       log_q_grads_into, reparameterize_backward_into, reparameterize_into,
                       sparse_affine_forward_into, sparse_weight_grad_into, tanh_backward_inplace, tanh_inplace)
 from .model import ESTIMATORS
@@ -239,14 +246,20 @@ class _FusedUpdate:
 
     def tensors_done(self, *names):
         """The backward pass is done with these tensors: update them now (fused Adagrad only)."""
-        if not self.fused:
-            return
+        if self.fused:
+            self.bad |= self.update_now(names)
+
+    def update_now(self, names):
+        """Fused Adagrad on these tensors (after ``begin``); returns True when a gradient was not
+        finite, and leaves ``self.bad`` alone, so that two threads may update disjoint tensors at once."""
         opt, sum_sq = self.opt, self.opt.state["sum_sq"]
+        bad = False
         for name in names:
             p = self.params[name]
             t = p.dtype.type       # scalars in the parameters' dtype keep float32 arithmetic in float32
-            self.bad |= adagrad_update(p.reshape(-1), self.grads[name].reshape(-1), sum_sq[name].reshape(-1),
-                                       t(opt.lr), t(opt.eps), t(self.prior_scale[name]), self._do_step)
+            bad |= adagrad_update(p.reshape(-1), self.grads[name].reshape(-1), sum_sq[name].reshape(-1),
+                                  t(opt.lr), t(opt.eps), t(self.prior_scale[name]), self._do_step)
+        return bad
 
     def finish(self):
         """Returns True when a gradient was not finite."""
@@ -293,6 +306,7 @@ class FastStep:
                            np.empty((M, Z), dt))
         self.update_rule = _FusedUpdate(vae, net.grads, optimizer, vae.params, prior, prior_scale)
         self.kl_weight = 1.0
+        self.loss_scale = 1.0 / M        # d(-mean elbo): 1/M; TwoThreadStep's halves take 1/(their whole batch)
 
     @staticmethod
     def supports(vae, estimator="B", optimizer=None, prior="weights"):
@@ -330,7 +344,7 @@ class FastStep:
         net.decoder_forward(z2)
         # ---- d(-mean elbo): likelihood and KL ends in one kernel (and the logits' bias gradient)
         elbo, dlogits, dmu_kl, dlogvar_kl = bernoulli_kl_grads_from_neg_abs(
-            net.logits.reshape(L, M, -1), net.work.reshape(L, M, -1), x, net.mu, net.logvar, 1.0 / M, want_loss,
+            net.logits.reshape(L, M, -1), net.work.reshape(L, M, -1), x, net.mu, net.logvar, self.loss_scale, want_loss,
             self.kernel_out, g["dec.logits.b"])
         kl_weight = float(self.kl_weight)
         if kl_weight != 1.0:      # the objective weights the KL by beta, so does its gradient (M x Z, cheap)
@@ -362,6 +376,162 @@ class FastStep:
         u.begin()
         loss = self._forward_backward(x, eps, want_loss, u.tensors_done)
         return loss, not u.finish()
+
+
+class _Worker:
+    """One persistent helper thread: ``run(f_other, f_here)`` runs f_other on it and f_here on the
+    caller's thread, and returns when both are done (re-raising the helper's exception)."""
+
+    def __init__(self):
+        self._todo, self._done = queue.SimpleQueue(), queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, args=(self._todo, self._done), daemon=True,
+                                        name="npvae-step")
+        self._thread.start()
+
+    @staticmethod
+    def _loop(todo, done):
+        while True:
+            f = todo.get()
+            if f is None:
+                return
+            try:
+                f()
+                done.put(None)
+            except BaseException as e:       # handed to the caller
+                done.put(e)
+
+    def run(self, f_other, f_here):
+        self._todo.put(f_other)
+        try:
+            f_here()
+        finally:
+            err = self._done.get()           # never leave the helper writing into shared buffers
+        if err is not None:
+            raise err
+
+    def close(self):
+        self._todo.put(None)
+
+
+def two_thread_reason(vae, optimizer, batch_size, L=1, prior="weights"):
+    """Why ``TwoThreadStep`` cannot run this configuration, or "" when it can: what ``FastStep``
+    implements, with L = 1, Adagrad (the fused update), at least 2 datapoints per minibatch, and a
+    BLAS whose thread count can be set while the process runs (``npvae.blas``)."""
+    reason = unsupported_reason(vae, "B", optimizer, prior)
+    if reason:
+        return reason
+    if L != 1:
+        return f"L = {L} (the two-thread step splits the minibatch; L = 1 only)"
+    if type(optimizer) is not Adagrad:
+        return f"optimizer {type(optimizer).__name__} (the two-thread step fuses Adagrad only)"
+    if batch_size < 2:
+        return "a minibatch of one datapoint"
+    if not blas.available():
+        return "a BLAS whose thread count cannot be set here (npvae.blas)"
+    return ""
+
+
+class TwoThreadStep:
+    """``FastStep`` on two threads, for one job with two cores: the same step, to rounding.
+
+    Phase 1: the minibatch's two halves each run the whole forward and backward pass of a
+    ``FastStep`` of half the size (on the caller's thread and a helper thread), into their own
+    gradients, each scaled by 1/M of the whole minibatch.  Phase 2: the two threads add the halves'
+    gradients and update the parameters (prior + fused Adagrad), the tensors split between them by
+    size.  Every matrix product runs with one BLAS thread (``npvae.blas.threads(1)``) for the
+    duration of the step: on two cores, OpenBLAS's two threads lose much of their time in the
+    small products and in the serial kernels between them (sparse first layer, the element-wise
+    kernels, the Adagrad pass), which here run side by side instead.  The kernels release the GIL.
+
+    Draws as ``FastStep`` does (the minibatch, then its noise), so a run takes the same data,
+    binarization and noise either way; sums over the minibatch are taken per half and then added,
+    so results differ from ``FastStep``'s in the last bits (tests/test_fast.py).  Bitwise
+    reproducible run to run: every sum is taken in a fixed order on a fixed thread.
+    """
+
+    def __init__(self, vae, optimizer, batch_size, prior="weights", prior_scale=0.0, binary=False,
+                 sparse_max_density=None):
+        reason = two_thread_reason(vae, optimizer, batch_size, 1, prior)
+        if reason:
+            raise ValueError(f"TwoThreadStep does not implement {reason}")
+        M, D, Z, dt = int(batch_size), vae.arch.x_dim, vae.arch.z_dim, vae.dtype
+        self.vae, self.opt, self.M, self.L = vae, optimizer, M, 1
+        half = M // 2
+        self.rows = (slice(0, half), slice(half, M))
+        self.halves = [FastStep(vae, optimizer, r.stop - r.start, 1, prior, prior_scale, binary, sparse_max_density)
+                       for r in self.rows]
+        for h in self.halves:
+            h.loss_scale = 1.0 / M
+        self.x, self.uniform, self.is_on = np.empty((M, D), dt), np.empty((M, D), dt), np.empty((M, D), np.bool_)
+        self.eps = np.empty((1, M, Z), dt)
+        self.eps64 = self.eps if dt == np.float64 else np.empty((1, M, Z), np.float64)
+        self.grads = self.halves[0].grads            # the whole minibatch's gradient after phase 2's sums
+        self.update_rule = _FusedUpdate(vae, self.grads, optimizer, vae.params, prior, prior_scale)
+        # phase 2's tensors by size, each to the thread with less so far: the two 784 x 500 weights part
+        self.tensor_split = ([], [])
+        load = [0, 0]
+        for name in sorted(vae.params, key=lambda k: -vae.params[k].size):
+            i = int(load[1] < load[0])
+            self.tensor_split[i].append(name)
+            load[i] += vae.params[name].size
+        self.worker = _Worker()
+        self._finalizer = weakref.finalize(self, self.worker.close)
+        self.kl_weight = 1.0
+
+    def close(self):
+        """Stop the helper thread (also done when the step is garbage-collected)."""
+        self._finalizer()
+
+    def load_batch(self, data_x, idx, rng=None, dynamic=False):
+        """As ``FastStep.load_batch``: the same draws, in the same order."""
+        idx = np.asarray(idx)
+        if idx.shape != (self.M,):
+            raise IndexError(f"need {self.M} row indices in [0, {len(data_x)}), got shape {idx.shape}")
+        gather_minibatch(data_x, idx, rng, dynamic, self.x, self.uniform, self.is_on)
+        if rng is not None:
+            rng.standard_normal(out=self.eps64)
+            np.copyto(self.eps, self.eps64)
+        return self.x, self.eps
+
+    def _phase1(self, x, eps, want_loss):
+        losses = [None, None]
+
+        def half(i):
+            h, r = self.halves[i], self.rows[i]
+            h.kl_weight = self.kl_weight
+            losses[i] = h._forward_backward(x[r], eps[:, r], want_loss, _no_update)
+        self.worker.run(lambda: half(1), lambda: half(0))
+        if not want_loss:
+            return None
+        n0, n1 = (r.stop - r.start for r in self.rows)
+        return (losses[0] * n0 + losses[1] * n1) / self.M
+
+    def _add_halves(self, names):
+        g0, g1 = self.halves[0].grads, self.halves[1].grads
+        for name in names:
+            np.add(g0[name], g1[name], out=g0[name])
+
+    def loss_and_grads(self, x, eps, want_loss=True):
+        """The whole minibatch's loss and gradients (into self.grads), without an update."""
+        with blas.threads(1):
+            loss = self._phase1(x, eps, want_loss)
+            self.worker.run(lambda: self._add_halves(self.tensor_split[1]),
+                            lambda: self._add_halves(self.tensor_split[0]))
+        return loss
+
+    def step(self, x, eps, want_loss=False):
+        """loss_and_grads + update, as ``FastStep.step``: returns (loss or None, gradient_was_finite)."""
+        u = self.update_rule
+        bad = [False, False]
+
+        def update(i):
+            self._add_halves(self.tensor_split[i])
+            bad[i] = u.update_now(self.tensor_split[i])
+        with blas.threads(1):
+            loss = self._phase1(x, eps, want_loss)
+            u.begin()
+            self.worker.run(lambda: update(1), lambda: update(0))
+        return loss, not (bad[0] or bad[1])
 
 
 class FastWakeSleep:

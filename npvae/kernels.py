@@ -53,7 +53,7 @@ def bernoulli_kl_grads_reference(logits, x, mu, logvar, scale, want_elbo=False):
     return elbo, dlogits, dmu, dlogvar
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _bernoulli_kl_kernel(logits, e, x, mu, logvar, var_m1, scale, c, one, want_elbo, elbo, dlogits, dmu, dlogvar,
                          dbias):
     """The fused arithmetic.  e = exp(-|logits|) and var_m1 = expm1(logvar) come in precomputed
@@ -92,7 +92,7 @@ def _bernoulli_kl_kernel(logits, e, x, mu, logvar, var_m1, scale, c, one, want_e
                 elbo[b] += acc / L
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def add_bias_neg_abs(a, bias, neg_abs):
     """a += bias (broadcast over rows) and neg_abs = -|a|, in one pass: the logits' bias and the
     input of the exp that ``bernoulli_kl_grads_from_neg_abs`` needs.  a, neg_abs: (rows, D)."""
@@ -153,7 +153,7 @@ def bernoulli_kl_grads_from_neg_abs(logits, neg_abs, x, mu, logvar, scale, want_
 # float64 literal would promote a float32 loop to float64.
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def tanh_backward_inplace(dh, h, one, db):
     """dh <- dh * (1 - h^2), where h = tanh(a): the tanh layer's backward, in place; and
     db <- the column sums of the new dh (the layer's bias gradient), in the same pass."""
@@ -181,14 +181,14 @@ TANH_SERIES_BELOW = 0.02     # the series' next term there is 9e-20 of the value
                              # loses at most ~3e-15 relative just above it
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _neg_two_abs(a, out):
     """out = -2 |a| (flat arrays)."""
     for i in range(a.size):
         out[i] = -2.0 * abs(a[i])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _tanh_from_exp(a, e):
     """a <- tanh(a) from e = exp(-2|a|) (flat arrays).  Both branches are computed and one is
     selected, so that the loop has no branch and vectorizes; NaN stays NaN, -0.0 stays -0.0."""
@@ -219,7 +219,7 @@ def tanh_inplace_reference(a):
     return layers.tanh_forward(a)[0]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def heads_bias_clamp(mu, logvar, b_mu, b_logvar, lo, hi, inside):
     """mu += b_mu; logvar = clamp(logvar + b_logvar, lo, hi); inside marks the logvars the clamp
     left alone (its gradient is zero elsewhere).  NaN stays NaN."""
@@ -239,7 +239,7 @@ def heads_bias_clamp_reference(mu, logvar, b_mu, b_logvar, lo, hi):
     return mu + b_mu, logvar, inside
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def reparameterize_into(mu, sigma, eps, z):
     """The stochastic node into a buffer: z[l] = mu + sigma * eps[l]."""
     L, B, Z = eps.shape
@@ -255,7 +255,7 @@ def reparameterize_into_reference(mu, sigma, eps):
     return z
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def reparameterize_backward_into(dz, eps, sigma, inside, dmu_kl, dlogvar_kl, half, dmu, dlogvar, db_mu, db_logvar):
     """The gradient crosses the stochastic node z = mu + sigma * eps:
 
@@ -295,7 +295,7 @@ def reparameterize_backward_into_reference(dz, eps, sigma, inside, dmu_kl, dlogv
     return dmu, dlogvar, dmu.sum(axis=0), dlogvar.sum(axis=0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def adagrad_update(p, g, sum_sq, lr, eps, prior_scale, do_step):
     """Fused prior + Adagrad on flat arrays:  g' = g + prior_scale * p;  sum_sq += g'^2;
     p -= lr * g' / sqrt(sum_sq + eps) when do_step.  Returns True when some g' is not finite.
@@ -387,7 +387,7 @@ def log_q_grads_into_reference(z, mu, logvar, inside, scale):
 # that ``benchmarks/bench_sparse.py`` measured (``npvae.fast.SPARSE_MAX_DENSITY``).
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def active_indices(x, on_idx, on_count):
     """The on-pixels of each row of x (B, D), in ascending order: on_idx[b, :on_count[b]] (on_idx
     is (B, D) int32, on_count (B,) int32).  Returns the number of ones, or -1 when some entry of x
@@ -411,7 +411,7 @@ def active_indices(x, on_idx, on_count):
     return -1 if other else total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def active_indices_by_column(on_idx, on_count, col_start, col_rows):
     """The same ones by pixel: col_rows[col_start[d]:col_start[d + 1]] are the rows b (ascending)
     with pixel d on.  From the lists of ``active_indices``; col_start (D + 1,), col_rows (>= number
@@ -442,7 +442,7 @@ def active_indices_reference(x):
     return (int(np.count_nonzero(x)) if binary else -1), by_row, by_col
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def sparse_affine_forward_into(on_idx, on_count, W, bias, out):
     """out = x @ W + bias for a 0/1 x given by its on-pixels (``active_indices``): out[b] = bias +
     the sum of W[d] over the on-pixels d of row b.  W (D, H), bias (H,), out (B, H).
@@ -474,7 +474,7 @@ def sparse_affine_forward_reference(x, W, bias):
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def sparse_weight_grad_into(col_start, col_rows, dh, gW):
     """gW = x.T @ dh for a 0/1 x given by its on-pixels by column (``active_indices_by_column``):
     gW[d] = the sum of dh[b] over the rows b with pixel d on; zero for a pixel off in every row.

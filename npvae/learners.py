@@ -21,10 +21,12 @@ import math
 
 import numpy as np
 
+from . import blas
 from . import distributions as D
 from .data import gather_minibatch
+from .fast import (FastDecoderJoint, FastStep, FastWakeSleep, TwoThreadStep, two_thread_reason,
+                   unsupported_reason)
 from .kernels import bernoulli_log_lik_and_dlogits
-from .fast import FastDecoderJoint, FastStep, FastWakeSleep, unsupported_reason
 from .marginal import ADAPT_SMOOTHING, adapt_step_size, hmc_log_px, hmc_transition
 from .marginal import _vae_log_joint
 from .model import VAE, decoder_backward, decoder_forward
@@ -141,8 +143,16 @@ class AEVB(Learner):
         self.fast = None
         reason = unsupported_reason(self.vae, config.estimator, self.opt, config.prior)
         if config.fast and not reason:
-            self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale, binary=binary)
-            self.implementation = "fast step" + (" (sparse first layer on 0/1 minibatches)" if binary else "")
+            threads = config.step_threads or (2 if (blas.get_threads() or 1) >= 2 else 1)
+            serial_reason = two_thread_reason(self.vae, self.opt, self.M, self.L, config.prior) if threads == 2 else ""
+            sparse = " (sparse first layer on 0/1 minibatches)" if binary else ""
+            if threads == 2 and not serial_reason:
+                self.fast = TwoThreadStep(self.vae, self.opt, self.M, config.prior, self.prior_scale, binary=binary)
+                self.implementation = "fast step on two threads" + sparse
+            else:
+                self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale, binary=binary)
+                self.implementation = "fast step" + sparse + (f"; one thread: the two-thread step does not "
+                                                              f"implement {serial_reason}" if serial_reason else "")
         elif config.fast:
             self.implementation = f"reference (the fast step does not implement {reason})"
 

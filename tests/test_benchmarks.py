@@ -22,11 +22,15 @@ def test_bench_step_quick_without_peers(tmp_path):
     # --no-jax too: with JAX installed on the machine, --no-torch alone would time the JAX rows
     out = run("bench_step.py", "--quick", "--no-torch", "--no-jax", "--json", str(tmp_path / "step.json"))
     assert "npvae / floor" in out and "seconds per million training samples" in out and "wake-sleep / AEVB" in out
-    assert out.count("ok (tol") == 2 and "MISMATCH" not in out      # npvae's loss check, once per dtype
+    from npvae import blas
+    two = blas.available()         # the two-thread step's row, where NumPy's BLAS thread count can be set
+    # npvae's loss check (and the two-thread step's), once per dtype
+    assert out.count("ok (tol") == (4 if two else 2) and "MISMATCH" not in out
     figures = json.load(open(tmp_path / "step.json"))
     for dtype in ("float64", "float32"):
         row = figures[dtype]
         assert row["npvae_ms"] > 0 and row["floor_ms"] > 0 and row["floor_update_ms"] > 0 and row["wakesleep_ms"] > 0
+        assert (row["npvae_two_thread_ms"] > 0) if two else row["npvae_two_thread_ms"] is None
         for peer in ("torch_eager_ms", "torch_compile_ms", "torch_compile_fused_ms", "jax_jit_ms"):
             assert row[peer] is None, peer
 
