@@ -112,6 +112,8 @@ def test_the_harness_picks_the_step_by_step_threads(step_threads, expected):
     assert type(learner.fast) is expected
     automatic = AEVB(TrainConfig(nz=3, hidden=(9,)), 13, 100, np.random.default_rng(0))
     assert type(automatic.fast) is (TwoThreadStep if blas.get_threads() >= 2 else FastStep)
+    single = AEVB(TrainConfig(nz=3, hidden=(9,), dtype="float32"), 13, 100, np.random.default_rng(0))
+    assert type(single.fast) is FastStep           # float32: the serial step unless asked
 
 
 def test_a_two_thread_run_resumes_bitwise(tmp_path):
