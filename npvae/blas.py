@@ -66,9 +66,9 @@ def threads(n):
         yield
         return
     before = int(f[1]())
-    if before != n:
-        f[0](int(n))
     try:
+        if before != n:
+            f[0](int(n))
         yield
     finally:
         if before != n:

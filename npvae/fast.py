@@ -380,12 +380,16 @@ class FastStep:
 
 class _Worker:
     """One persistent helper thread: ``run(f_other, f_here)`` runs f_other on it and f_here on the
-    caller's thread, and returns when both are done (re-raising the helper's exception)."""
+    caller's thread, and returns when both are done (re-raising the helper's exception).
+
+    ``run`` never returns, normally or by an exception (Ctrl-C included), while the helper is still
+    at work: the two share buffers, and a step begun before the helper finished would race it."""
 
     def __init__(self):
         self._todo, self._done = queue.SimpleQueue(), queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, args=(self._todo, self._done), daemon=True,
                                         name="npvae-step")
+        self._closed = False
         self._thread.start()
 
     @staticmethod
@@ -399,18 +403,35 @@ class _Worker:
                 done.put(None)
             except BaseException as e:       # handed to the caller
                 done.put(e)
+            f = None                         # drop the job (and what it holds) while waiting for the next
+
+    def _wait(self):
+        interrupted = None
+        while True:
+            try:
+                err = self._done.get()
+                break
+            except KeyboardInterrupt as e:   # keep waiting for the helper; re-raised once it is done
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
+        return err
 
     def run(self, f_other, f_here):
+        if self._closed:
+            raise RuntimeError("this two-thread step was closed")
         self._todo.put(f_other)
         try:
             f_here()
         finally:
-            err = self._done.get()           # never leave the helper writing into shared buffers
+            err = self._wait()
         if err is not None:
             raise err
 
     def close(self):
-        self._todo.put(None)
+        if not self._closed:
+            self._closed = True
+            self._todo.put(None)
 
 
 def two_thread_reason(vae, optimizer, batch_size, L=1, prior="weights"):
@@ -445,7 +466,7 @@ class TwoThreadStep:
 
     Draws as ``FastStep`` does (the minibatch, then its noise), so a run takes the same data,
     binarization and noise either way; sums over the minibatch are taken per half and then added,
-    so results differ from ``FastStep``'s in the last bits (tests/test_fast.py).  Bitwise
+    so results differ from ``FastStep``'s in the last bits (tests/test_two_thread.py).  Bitwise
     reproducible run to run: every sum is taken in a fixed order on a fixed thread.
     """
 

@@ -203,9 +203,9 @@ def _tanh_from_exp(a, e):
 def tanh_inplace(a, work):
     """a <- tanh(a) in place; work: a scratch array of at least a.size elements of a's dtype.
 
-    float64: from NumPy's SIMD exp (see TANH_SERIES_BELOW); the result is within 2.3e-16 of
-    np.tanh everywhere (tests/test_kernels.py).  float32: np.tanh itself."""
-    if a.dtype != np.float64:
+    float64 (C-contiguous): from NumPy's SIMD exp (see TANH_SERIES_BELOW); the result is within
+    2.3e-16 of np.tanh everywhere (tests/test_kernels.py).  Otherwise: np.tanh itself."""
+    if a.dtype != np.float64 or not a.flags.c_contiguous:      # (the fast path's buffers always are)
         np.tanh(a, out=a)
         return
     flat, scratch = a.reshape(-1), work.reshape(-1)[:a.size]

@@ -141,21 +141,31 @@ class AEVB(Learner):
         self.samples_seen = 0
         self.opt = _optimizer(config)
         self.fast = None
+        self.binary = binary
         reason = unsupported_reason(self.vae, config.estimator, self.opt, config.prior)
         if config.fast and not reason:
-            # automatic: two threads for one float64 job on two cores (bench_step: +11-14%; float32 -3..+11%)
-            threads = config.step_threads or (2 if config.dtype == "float64" and (blas.get_threads() or 1) >= 2 else 1)
-            serial_reason = two_thread_reason(self.vae, self.opt, self.M, self.L, config.prior) if threads == 2 else ""
-            sparse = " (sparse first layer on 0/1 minibatches)" if binary else ""
-            if threads == 2 and not serial_reason:
-                self.fast = TwoThreadStep(self.vae, self.opt, self.M, config.prior, self.prior_scale, binary=binary)
-                self.implementation = "fast step on two threads" + sparse
-            else:
-                self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale, binary=binary)
-                self.implementation = "fast step" + sparse + (f"; one thread: the two-thread step does not "
-                                                              f"implement {serial_reason}" if serial_reason else "")
+            # automatic: two threads for one float64 job on two cores (bench_step: +11-14%; float32 -3..+11%);
+            # a resume keeps the checkpoint's choice (load_state_arrays), so that it stays bitwise
+            auto = 2 if config.dtype == "float64" and blas.get_threads() == 2 else 1
+            self._use_fast_step(config.step_threads or auto)
         elif config.fast:
             self.implementation = f"reference (the fast step does not implement {reason})"
+
+    def _use_fast_step(self, threads):
+        """The fast step with this many threads (TwoThreadStep for 2 where it can run, else FastStep)."""
+        config = self.config
+        serial_reason = two_thread_reason(self.vae, self.opt, self.M, self.L, config.prior) if threads == 2 else ""
+        if isinstance(self.fast, TwoThreadStep):
+            self.fast.close()
+        sparse = " (sparse first layer on 0/1 minibatches)" if self.binary else ""
+        if threads == 2 and not serial_reason:
+            self.fast = TwoThreadStep(self.vae, self.opt, self.M, config.prior, self.prior_scale, binary=self.binary)
+            self.implementation = "fast step on two threads" + sparse
+        else:
+            self.fast = FastStep(self.vae, self.opt, self.M, self.L, config.prior, self.prior_scale,
+                                 binary=self.binary)
+            self.implementation = "fast step" + sparse + (f"; one thread: the two-thread step does not "
+                                                          f"implement {serial_reason}" if serial_reason else "")
 
     def kl_weight(self):
         """beta_t, the KL weight of the next step: beta min(1, samples_seen / kl_warmup) during a
@@ -181,12 +191,21 @@ class AEVB(Learner):
         return True
 
     def state_arrays(self):
+        threads = 2 if isinstance(self.fast, TwoThreadStep) else 1       # the step that produced these parameters
         return {**super().state_arrays(), **_save_optimizer("opt", self.opt),
-                "aevb/samples_seen": np.array(self.samples_seen, dtype=np.int64)}
+                "aevb/samples_seen": np.array(self.samples_seen, dtype=np.int64),
+                "aevb/step_threads": np.array(threads if self.fast is not None else 0, dtype=np.int64)}
 
     def load_state_arrays(self, arrays):
         super().load_state_arrays(arrays)
         _load_optimizer("opt", self.opt, arrays)
+        saved_threads = int(arrays.get("aevb/step_threads", 0))
+        if self.fast is not None and self.config.step_threads == 0 and saved_threads in (1, 2):
+            # --step_threads=0 chose by the machine; a resume continues with the run's own step
+            # (sums split over two halves round differently from one serial sum)
+            current = 2 if isinstance(self.fast, TwoThreadStep) else 1
+            if saved_threads != current:
+                self._use_fast_step(saved_threads)
         if "aevb/samples_seen" in arrays:
             self.samples_seen = int(arrays["aevb/samples_seen"])
         elif self.config.kl_warmup:

@@ -193,3 +193,31 @@ def test_fast_mcem_steps_equal_the_readable_ones():
     for k, p in readable.vae.params.items():
         np.testing.assert_allclose(fast.vae.params[k], p, rtol=1e-10, atol=1e-12, err_msg=k)
     assert fast.opt.t == readable.opt.t == 100
+
+
+@pytest.mark.parametrize("prior", ["weights", "all", "none"])
+def test_the_fast_m_step_is_one_step_of_the_readable_gradient(prior):
+    """FastDecoderJoint.m_step with plain SGD: the parameter change is exactly lr times the readable
+    gradient (``wake_loss_and_grads`` + the prior the parameter's name calls for), on a decoder with
+    two hidden layers; the encoder is untouched."""
+    from npvae.fast import FastDecoderJoint
+    from npvae.learners import prior_grads
+    from npvae.model import VAE
+    from npvae.optim import SGD
+    from npvae.wakesleep import wake_loss_and_grads
+    rng = np.random.default_rng(5)
+    vae = VAE(11, 3, (9, 7), seed=2, init_std=0.6)
+    before = {k: v.copy() for k, v in vae.params.items()}
+    x = (rng.random((6, 11)) < 0.3).astype(float)
+    z = 1.5 * rng.standard_normal((6, 3))
+    ref_loss, grads = wake_loss_and_grads(vae.params, vae.arch, x, z)
+    prior_grads(vae.params, grads, 0.1, prior)
+    fast = FastDecoderJoint(vae, SGD(lr=0.5), 6, prior, 0.1)
+    fast.set_x(x)
+    loss, finite = fast.m_step(z)
+    assert finite and loss == pytest.approx(ref_loss, rel=1e-13)
+    for k, p in vae.params.items():
+        if k.startswith("dec."):
+            np.testing.assert_allclose((before[k] - p) / 0.5, grads[k], rtol=1e-10, atol=1e-13, err_msg=k)
+        else:
+            assert np.array_equal(p, before[k]), k

@@ -61,7 +61,14 @@ def test_two_thread_gradients_are_the_whole_minibatchs():
 
 def test_two_thread_step_is_bitwise_reproducible_and_restores_the_blas_threads():
     results = []
+    with blas.threads(2):              # whatever the environment set, so that the restore is tested
+        _reproducible_runs(results)
+    assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def _reproducible_runs(results):
     before = blas.get_threads()
+    assert before == 2
     for _ in range(2):
         vae = VAE(13, 3, (9,), seed=0, init_std=0.4)
         two = TwoThreadStep(vae, Adagrad(lr=0.05, warmup=0), 10, binary=True)
@@ -71,9 +78,56 @@ def test_two_thread_step_is_bitwise_reproducible_and_restores_the_blas_threads()
             x, eps = two.load_batch(data, batches.integers(0, 40, 10), batches)
             two.step(x, eps)
         results.append({k: v.copy() for k, v in vae.params.items()})
-        two.close()
+        def fail(*args):
+            raise FloatingPointError("the helper's half failed")
+        two.halves[1]._forward_backward = fail       # a half fails inside the step: the count is restored too
+        with pytest.raises(FloatingPointError, match="helper's half"):
+            two.step(x, eps)
         assert blas.get_threads() == before
-    assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
+        two.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            two.step(x, eps)
+
+
+def test_a_dropped_step_frees_its_helper_thread():
+    import gc
+    import threading
+
+    def helpers():
+        return sum(t.name == "npvae-step" and t.is_alive() for t in threading.enumerate())
+    start = helpers()
+    two = TwoThreadStep(VAE(13, 3, (9,), seed=0), Adagrad(), 6)
+    x, eps = two.load_batch(np.ones((20, 13)), np.arange(6), np.random.default_rng(0))
+    two.step(x, eps)
+    assert helpers() == start + 1
+    del two, x, eps
+    gc.collect()
+    for _ in range(100):
+        if helpers() == start:
+            break
+        threading.Event().wait(0.05)
+    assert helpers() == start
+
+
+def test_ctrl_c_in_the_callers_half_waits_for_the_helper():
+    """A KeyboardInterrupt on the caller's thread propagates only after the helper's half is done
+    (the two write shared buffers), and the worker serves the next call normally."""
+    import time
+    worker = _Worker()
+    done = []
+
+    def slow():
+        time.sleep(0.3)
+        done.append("helper")
+
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(slow, interrupted)
+    assert done == ["helper"]
+    worker.run(lambda: done.append("next"), lambda: None)
+    assert done == ["helper", "next"]
+    worker.close()
 
 
 def test_the_helper_thread_reraises_and_stops():
@@ -114,6 +168,27 @@ def test_the_harness_picks_the_step_by_step_threads(step_threads, expected):
     assert type(automatic.fast) is (TwoThreadStep if blas.get_threads() >= 2 else FastStep)
     single = AEVB(TrainConfig(nz=3, hidden=(9,), dtype="float32"), 13, 100, np.random.default_rng(0))
     assert type(single.fast) is FastStep           # float32: the serial step unless asked
+
+
+def test_an_automatic_choice_is_kept_on_resume(tmp_path):
+    """--step_threads=0 picks the step by the machine (two threads for float64 with two BLAS
+    threads); a resume continues with the step the checkpoint was written by, whatever the machine
+    says then, so that it stays bitwise the uninterrupted run."""
+    data = toy_data()
+    base = TrainConfig(nz=2, hidden=(8,), samples=2000, batch_size=20, checkpoint_seconds=1e9, progress=False,
+                       figures=False, warmup=2, out=str(tmp_path / "a"))
+    with blas.threads(2):
+        full = train(base, data=data, log=lambda *_: None)
+        part = dataclasses.replace(base, out=str(tmp_path / "b"))
+        train(part, data=data, callback=lambda learner, st: st.steps == 41, log=lambda *_: None)
+    with blas.threads(1):                            # the resumed process would choose one thread
+        logs = []
+        train(part, resume=True, data=data, log=logs.append)
+    assert full["status"] == "finished"
+    a, b = params_of(base.out), params_of(part.out)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    with np.load(f"{part.out}/checkpoint.npz") as z:
+        assert int(z["aevb/step_threads"]) == 2
 
 
 def test_a_two_thread_run_resumes_bitwise(tmp_path):
