@@ -118,28 +118,14 @@ def initial_params(dtype):
 # A training variant is a step() callable; step.check(idx, eps) runs one step on the given
 # minibatch indices and noise (M, Z) instead of its own and returns the loss before the update.
 
-def npvae_step(dtype, data):
+def npvae_step(dtype, data, two_threads=False):
+    """npvae's AEVB step: FastStep, or with two_threads TwoThreadStep (the same draws, the same checks)."""
     vae = VAE(X_DIM, Z, H, seed=0, dtype=dtype)
     opt = Adagrad(LR, warmup=0, eps=EPS)
-    fast = FastStep(vae, opt, M, L, "weights", PRIOR, binary=True)     # the data are 0/1: the sparse first layer
-    batches, rng = Batches(1), np.random.default_rng(2)
-
-    def step():
-        x, eps = fast.load_batch(data, batches.next(), rng)
-        fast.step(x, eps)
-
-    def check(idx, eps):
-        x, _ = fast.load_batch(data, idx)
-        return fast.step(x, eps[None].astype(dtype), want_loss=True)[0]
-    step.check = check
-    return step
-
-
-def npvae_two_thread_step(dtype, data):
-    """npvae_step with TwoThreadStep: the same draws, the same checks."""
-    vae = VAE(X_DIM, Z, H, seed=0, dtype=dtype)
-    opt = Adagrad(LR, warmup=0, eps=EPS)
-    fast = TwoThreadStep(vae, opt, M, "weights", PRIOR, binary=True)
+    if two_threads:
+        fast = TwoThreadStep(vae, opt, M, "weights", PRIOR, binary=True)
+    else:
+        fast = FastStep(vae, opt, M, L, "weights", PRIOR, binary=True)    # the data are 0/1: the sparse first layer
     batches, rng = Batches(1), np.random.default_rng(2)
 
     def step():
@@ -470,7 +456,7 @@ def main(argv=None):
         data = make_data(dtype)
         builders = {"npvae": lambda: npvae_step(dtype, data)}
         if blas.available():
-            builders["npvae 2 threads"] = lambda: npvae_two_thread_step(dtype, data)
+            builders["npvae 2 threads"] = lambda: npvae_step(dtype, data, two_threads=True)
         else:
             print("NumPy's BLAS thread count cannot be set here (npvae.blas): no 'npvae 2 threads' row")
         if "torch" in peers:
