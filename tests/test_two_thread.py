@@ -91,22 +91,17 @@ def _reproducible_runs(results):
 
 def test_a_dropped_step_frees_its_helper_thread():
     import gc
-    import threading
-
-    def helpers():
-        return sum(t.name == "npvae-step" and t.is_alive() for t in threading.enumerate())
-    start = helpers()
+    import weakref
     two = TwoThreadStep(VAE(13, 3, (9,), seed=0), Adagrad(), 6)
     x, eps = two.load_batch(np.ones((20, 13)), np.arange(6), np.random.default_rng(0))
     two.step(x, eps)
-    assert helpers() == start + 1
+    thread, alive = two.worker._thread, weakref.ref(two)
+    assert thread.is_alive()
     del two, x, eps
     gc.collect()
-    for _ in range(100):
-        if helpers() == start:
-            break
-        threading.Event().wait(0.05)
-    assert helpers() == start
+    assert alive() is None                # nothing (the helper's last job included) holds the step
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_ctrl_c_in_the_callers_half_waits_for_the_helper():
