@@ -191,6 +191,17 @@ def write_table(rows, out, name="fig2_table", columns=FIG2_COLUMNS):
     return text
 
 
+def _legend_of_every_panel(panels, target):
+    """One legend (in target) with every curve of every panel: a panel may lack an algorithm that
+    others have (a run not started yet), and the legend must still name it.  The paper's marker last."""
+    handles = {}
+    for ax in panels:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    labels = sorted(handles, key=lambda label: label.startswith("paper"))       # stable: curves in order
+    target.legend([handles[k] for k in labels], labels, fontsize=7, loc="lower right")
+
+
 def draw_figure(rows, path, dataset):
     """Figure 2's layout: one panel per Nz, AEVB and wake-sleep, train solid and test dashed."""
     from . import plots
@@ -205,7 +216,7 @@ def draw_figure(rows, path, dataset):
                                      f"{'MNIST' if dataset == 'mnist' else 'Frey Face'}, $N_z$ = {nz}")
         plots.fit_y(ax, curves, marks, left)
     axes[0][0].set_ylabel("average lower bound per datapoint")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    _legend_of_every_panel(axes[0], axes[0][-1])
     fig.tight_layout()
     plots._save(fig, path)
 
@@ -274,7 +285,7 @@ def draw_figure3(rows, path):
                                      paper_budget=FIG3_PAPER_BUDGET)
         plots.fit_y(ax, curves, marks, left)
     axes[0][0].set_ylabel("marginal log-likelihood (App. D estimate)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    _legend_of_every_panel(axes[0], axes[0][-1])
     fig.tight_layout()
     plots._save(fig, path)
 

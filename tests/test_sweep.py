@@ -149,3 +149,22 @@ def test_ctrl_c_stops_the_sweep_with_checkpoints_and_starts_nothing_new(how, tmp
     actions = {s.name: s.action for s in sweep.plan_sweep(
         TrainConfig(dataset="frey", samples=50_000_000), str(out), (2, 5))}
     assert actions == {"aevb_nz5": "resume", "wakesleep_nz5": "new", "aevb_nz2": "new", "wakesleep_nz2": "new"}
+
+
+def test_the_legend_names_every_curve_of_every_panel():
+    """The last panel may lack a run that others have (not started yet): the legend, drawn there,
+    still names every algorithm's curves, the paper's marker last."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from npvae import plots
+    from npvae.sweep import _legend_of_every_panel
+    fig, axes = plt.subplots(1, 2)
+    full = {"aevb": [[1e5, 1, -150, -151], [1e6, 2, -120, -121]], "wakesleep": [[1e5, 1, -160, -161]]}
+    plots.draw_fig2_panel(axes[0], full, {"aevb": (-97, -100)})
+    plots.draw_fig2_panel(axes[1], {"aevb": full["aevb"]}, {"aevb": (-97, -100)})
+    _legend_of_every_panel(axes, axes[1])
+    labels = [t.get_text() for t in axes[1].get_legend().get_texts()]
+    assert {"AEVB train", "AEVB test", "wake-sleep train", "wake-sleep test"} <= set(labels)
+    assert labels[-1].startswith("paper") and len(labels) == len(set(labels))
+    plt.close(fig)
