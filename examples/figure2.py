@@ -65,14 +65,15 @@ def main(argv):
         return 2
     out = base.out
     specs = sweep.plan_sweep(base, out, nzs, algorithms)
+    shown = sweep.algorithms_to_show(out, algorithms, sweep.ALGORITHMS)     # the whole figure, not only these runs
     where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local job(s) x {threads} BLAS thread(s)"
     print(f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run, {where}")
     for s in specs:
         print(f"  {s.name}: {s.action}")
-    results = sweep.run_sweep(specs, out, lambda: sweep.redraw(out, base.dataset, nzs, algorithms), jobs=jobs,
+    results = sweep.run_sweep(specs, out, lambda: sweep.redraw(out, base.dataset, nzs, shown), jobs=jobs,
                               threads=threads, scheduler=scheduler, security=security,
                               data_dir=base.data_dir or None)
-    _, table = sweep.redraw(out, base.dataset, nzs, algorithms)
+    _, table = sweep.redraw(out, base.dataset, nzs, shown)
     print(table)
     print(f"figure: {os.path.join(out, 'fig2.png')}")
     return sweep.exit_status(results, f"python examples/figure2.py {' '.join(argv)}")

@@ -70,14 +70,15 @@ def main(argv):
         return 2
     out = base.out
     specs = sweep.plan_figure3(base, out, n_trains, algorithms)
+    shown = sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS)     # the whole figure, not only these runs
     where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local job(s) x {threads} BLAS thread(s)"
     print(f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run, {where}")
     for s in specs:
         print(f"  {s.name}: {s.action}")
-    results = sweep.run_sweep(specs, out, lambda: sweep.redraw_figure3(out, n_trains, algorithms), jobs=jobs,
+    results = sweep.run_sweep(specs, out, lambda: sweep.redraw_figure3(out, n_trains, shown), jobs=jobs,
                               threads=threads, scheduler=scheduler, security=security,
                               data_dir=base.data_dir or None)
-    _, table = sweep.redraw_figure3(out, n_trains, algorithms)
+    _, table = sweep.redraw_figure3(out, n_trains, shown)
     print(table)
     print(f"figure: {os.path.join(out, 'fig3.png')}")
     return sweep.exit_status(results, f"python examples/figure3.py {' '.join(argv)}")

@@ -221,6 +221,16 @@ def draw_figure(rows, path, dataset):
     plots._save(fig, path)
 
 
+def algorithms_to_show(out, requested, every):
+    """The algorithms a sweep's table and figure show: those it runs, and any other of the figure's
+    (``every``) that already has a run folder in out, so that a sweep of some algorithms (say
+    --algorithms=mcem) redraws the whole figure rather than only its own curves."""
+    present = set()
+    if os.path.isdir(out):
+        present = {name.split("_")[0] for name in os.listdir(out) if os.path.isdir(os.path.join(out, name))}
+    return tuple(a for a in every if a in requested or a in present)
+
+
 def redraw(out, dataset, nzs, algorithms=ALGORITHMS):
     """The Figure 2 table (markdown, CSV) and figure from whatever the runs have written so far."""
     rows = collect(out, dataset, nzs, algorithms)

@@ -168,3 +168,14 @@ def test_the_legend_names_every_curve_of_every_panel():
     assert {"AEVB train", "AEVB test", "wake-sleep train", "wake-sleep test"} <= set(labels)
     assert labels[-1].startswith("paper") and len(labels) == len(set(labels))
     plt.close(fig)
+
+
+def test_a_sweep_of_some_algorithms_shows_the_others_runs_too(tmp_path):
+    """--algorithms=mcem on a folder that holds AEVB runs redraws the whole figure: the requested
+    algorithms plus any other of the figure's with a run folder there, in the figure's order."""
+    from npvae.sweep import FIG3_ALGORITHMS, algorithms_to_show
+    assert algorithms_to_show(str(tmp_path / "none"), ("mcem",), FIG3_ALGORITHMS) == ("mcem",)
+    (tmp_path / "aevb_n1000").mkdir()
+    (tmp_path / "fig3.png").write_bytes(b"")                  # files are not runs
+    assert algorithms_to_show(str(tmp_path), ("mcem",), FIG3_ALGORITHMS) == ("aevb", "mcem")
+    assert algorithms_to_show(str(tmp_path), ("wakesleep",), FIG3_ALGORITHMS) == ("aevb", "wakesleep")
