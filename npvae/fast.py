@@ -476,7 +476,7 @@ class TwoThreadStep:
         if reason:
             raise ValueError(f"TwoThreadStep does not implement {reason}")
         M, D, Z, dt = int(batch_size), vae.arch.x_dim, vae.arch.z_dim, vae.dtype
-        self.vae, self.opt, self.M, self.L = vae, optimizer, M, 1
+        self.vae, self.opt, self.M, self.L, self.binary = vae, optimizer, M, 1, bool(binary)
         half = M // 2
         self.rows = (slice(0, half), slice(half, M))
         self.halves = [FastStep(vae, optimizer, r.stop - r.start, 1, prior, prior_scale, binary, sparse_max_density)

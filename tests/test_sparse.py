@@ -179,7 +179,9 @@ def test_training_with_the_sparse_path_gives_the_same_bounds(tmp_path, monkeypat
     for label, density in (("sparse", 1.0), ("dense", -1.0)):
         monkeypatch.setattr(npvae.fast, "SPARSE_MAX_DENSITY", density)
         seen = []
-        cfg = toy_config(tmp_path / label, algorithm=algorithm, samples=2000, lr=0.02)
+        # FastStep's own network (the two-thread step, which a float64 run on two BLAS threads would
+        # pick, runs two of them: tests/test_two_thread.py holds it to FastStep, sparse path included)
+        cfg = toy_config(tmp_path / label, algorithm=algorithm, samples=2000, lr=0.02, step_threads=1)
         runs[label] = train(cfg, data=data, callback=lambda learner, st: seen.append(learner.fast.net.sparse),
                             log=lambda *_: None)
         assert len(seen) == 100 and set(seen) == {label == "sparse"}
