@@ -172,17 +172,21 @@ class _FastNetwork:
         np.matmul(h, p["dec.logits.W"], out=self.logits)
         add_bias_neg_abs(self.logits, p["dec.logits.b"], self.work)       # + bias, and -|logits| for the kernels
 
-    def decoder_backward(self, dlogits2, z2, dz2, done_with):
-        """From d loss/d logits (R, D) to every dec.* gradient; into dz2 (R, Z) unless dz2 is None."""
+    def decoder_backward(self, dlogits2, z2, dz2, done_with, param_grads=True):
+        """From d loss/d logits (R, D) to every dec.* gradient; into dz2 (R, Z) unless dz2 is None.
+        param_grads=False: to dz2 alone (the weight products are skipped; bias gradients are still
+        written, at no extra cost)."""
         p, g = self.vae.params, self.grads
-        np.matmul(self.dec_h[-1].T, dlogits2, out=g["dec.logits.W"])
+        if param_grads:
+            np.matmul(self.dec_h[-1].T, dlogits2, out=g["dec.logits.W"])
         np.matmul(dlogits2, p["dec.logits.W"].T, out=self.dec_dh[-1])
         done_with("dec.logits.W", "dec.logits.b")
         for k in range(len(self.dec_h), 0, -1):
             dh = self.dec_dh[k - 1]
             tanh_backward_inplace(dh, self.dec_h[k - 1], self.one, g[f"dec.h{k}.b"])
             below = self.dec_h[k - 2] if k > 1 else z2
-            np.matmul(below.T, dh, out=g[f"dec.h{k}.W"])
+            if param_grads:
+                np.matmul(below.T, dh, out=g[f"dec.h{k}.W"])
             if k > 1:
                 np.matmul(dh, p[f"dec.h{k}.W"].T, out=self.dec_dh[k - 2])
             elif dz2 is not None:
@@ -214,11 +218,24 @@ class _FastNetwork:
             done_with(f"enc.h{k}.W", f"enc.h{k}.b")
 
     def gather(self, data_x, idx, rng, dynamic):
-        """The minibatch into self.x (``npvae.data.gather_minibatch``)."""
-        idx = np.asarray(idx)
-        if idx.shape != (self.M,):
-            raise IndexError(f"need {self.M} row indices in [0, {len(data_x)}), got shape {idx.shape}")
-        return gather_minibatch(data_x, idx, rng, dynamic, self.x, self.uniform, self.is_on)
+        """The minibatch into self.x (``_gather_into``)."""
+        return _gather_into(data_x, idx, rng, dynamic, self.x, self.uniform, self.is_on)
+
+
+def _gather_into(data_x, idx, rng, dynamic, x, uniform, is_on):
+    """Rows idx of data_x into the buffer x (``npvae.data.gather_minibatch``), after checking idx."""
+    idx = np.asarray(idx)
+    if idx.shape != (x.shape[0],):
+        raise IndexError(f"need {x.shape[0]} row indices in [0, {len(data_x)}), got shape {idx.shape}")
+    return gather_minibatch(data_x, idx, rng, dynamic, x, uniform, is_on)
+
+
+def _draw_noise(rng, eps, eps64):
+    """eps ~ N(0, I) from float64 draws in either precision, as the reference loop draws it: a float32
+    run sees the same noise."""
+    rng.standard_normal(out=eps64)
+    if eps64 is not eps:
+        np.copyto(eps, eps64)
 
 
 class _FusedUpdate:
@@ -320,9 +337,7 @@ class FastStep:
         (``npvae.data.gather_minibatch``).  Then draw eps.  Returns (x, eps) views."""
         self.net.gather(data_x, idx, rng, dynamic)
         if rng is not None:
-            # float64 draws in either precision, as the reference loop does: a float32 run sees the same noise
-            rng.standard_normal(out=self.eps64)
-            np.copyto(self.eps, self.eps64)
+            _draw_noise(rng, self.eps, self.eps64)
         return self.x, self.eps
 
     def loss_and_grads(self, x, eps, want_loss=True):
@@ -505,13 +520,9 @@ class TwoThreadStep:
 
     def load_batch(self, data_x, idx, rng=None, dynamic=False):
         """As ``FastStep.load_batch``: the same draws, in the same order."""
-        idx = np.asarray(idx)
-        if idx.shape != (self.M,):
-            raise IndexError(f"need {self.M} row indices in [0, {len(data_x)}), got shape {idx.shape}")
-        gather_minibatch(data_x, idx, rng, dynamic, self.x, self.uniform, self.is_on)
+        _gather_into(data_x, idx, rng, dynamic, self.x, self.uniform, self.is_on)
         if rng is not None:
-            rng.standard_normal(out=self.eps64)
-            np.copyto(self.eps, self.eps64)
+            _draw_noise(rng, self.eps, self.eps64)
         return self.x, self.eps
 
     def _phase1(self, x, eps, want_loss):
@@ -589,8 +600,7 @@ class FastWakeSleep:
                                 prior, prior_scale)
 
     def _normal(self, out, rng):
-        rng.standard_normal(out=self.normal64)        # float64 draws in either precision, as the reference
-        np.copyto(out, self.normal64)
+        _draw_noise(rng, out, self.normal64)
 
     def step(self, data_x, idx, rng, dynamic=False):
         """Gather, wake (update dec.*), dream, sleep (update enc.*).  Returns True when every
@@ -655,7 +665,6 @@ class FastDecoderJoint:
         self.dz = np.empty((B, Z), dt)
         self.log_lik = np.empty(B, dt)
         self.dlogits = np.empty((B, n_pixels), dt)
-        self.db_scratch = [np.empty(w, dt) for w in vae.arch.dec_hidden]
         self.zero, self.log_2pi_z = dt.type(0), 0.5 * D.LOG_2PI * Z
         self.update_rule = _FusedUpdate(vae, net.grads, optimizer, [k for k in vae.params if k.startswith("dec.")],
                                         prior, prior_scale)
@@ -689,13 +698,7 @@ class FastDecoderJoint:
         if not grad:
             return logp, None
         # back to z only: each row's log p depends on its own z row, so the pass of sum_b log p gives each its gradient
-        net, p = self.net, self.vae.params
-        dh = self.dlogits
-        for k in range(len(net.dec_h), 0, -1):
-            np.matmul(dh, p["dec.logits.W"].T if k == len(net.dec_h) else p[f"dec.h{k + 1}.W"].T, out=net.dec_dh[k - 1])
-            dh = net.dec_dh[k - 1]
-            tanh_backward_inplace(dh, net.dec_h[k - 1], net.one, self.db_scratch[k - 1])
-        np.matmul(dh, p["dec.h1.W"].T, out=self.dz)
+        self.net.decoder_backward(self.dlogits, self.z, self.dz, _no_update, param_grads=False)
         return logp, self.dz.astype(np.float64) - z64
 
     def m_step(self, z):
