@@ -1,6 +1,7 @@
 """Shared plumbing of the studies (examples/gradient_variance.py, gradcheck_study.py,
 reparam_by_hand.py, bug_zoo.py, kl_weight.py, likelihoods.py): the command line, atomic output
-files, tables, image grids, loading a run, and training runs through the one harness.
+files, tables, image grids, loading a run, and training runs through the one harness (with their
+options and budget).
 
 Nothing here computes a gradient; the studies' own logic lives in the scripts, as importable
 functions, so that tests/test_studies.py can call it.
@@ -185,6 +186,27 @@ def active_units(mu, threshold=ACTIVE_THRESHOLD):
     of E_q[z_j] = mu_j(x) is Burda et al.'s Cov_x(E_q[z_j]) (its diagonal)."""
     var = np.asarray(mu, dtype=np.float64).var(axis=0)
     return int((var > threshold).sum()), var
+
+
+# The training budget of a study that trains its own runs (kl_weight.py, likelihoods.py): the
+# paper's MNIST models see 1e6 samples per run; --smoke runs are a few seconds.
+SAMPLES, SMOKE_SAMPLES, MIN_SAMPLES = 1_000_000, 6000, 1000
+
+
+def add_run_options(p):
+    """Add --dtype and --overwrite, the options of a study that trains its own runs (train_runs),
+    to the parser p; returns p.  Call it after the study's own options: --help lists them in order."""
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="training precision")
+    p.add_argument("--overwrite", action="store_true", help="replace the results that --out already holds")
+    return p
+
+
+def training_samples(args):
+    """The training samples per run (an int): args.samples, or by default SAMPLES (SMOKE_SAMPLES
+    with --smoke).  Fewer than MIN_SAMPLES is a UsageError."""
+    samples = args.samples if args.samples is not None else (SMOKE_SAMPLES if args.smoke else SAMPLES)
+    require(samples >= MIN_SAMPLES, f"--samples must be at least {MIN_SAMPLES}, got {samples}")
+    return samples
 
 
 def train_runs(configs, data, overwrite=False):

@@ -26,58 +26,29 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from npvae import sweep  # noqa: E402
 from npvae.config import ConfigError, TrainConfig, parse_overrides  # noqa: E402
-from npvae.paper import HIDDEN  # noqa: E402
 
 SMOKE = dict(samples=20_000, eval_max=1000, checkpoint_seconds=5.0, figures=False)
 
 
-def parse(argv):
-    argv = list(argv)
-    smoke = "--smoke" in argv
-    if smoke:
-        argv.remove("--smoke")
-    opts, rest = sweep.split_options(argv, sweep.EXECUTOR_OPTIONS + ("--nz", "--algorithms"))
+def plan(argv):
+    smoke, opts, rest, executor = sweep.parse_command(argv, ("--nz", "--algorithms"))
     dataset = next((a.partition("=")[2] for a in rest if a.startswith("--dataset=")), "mnist")
     if dataset not in sweep.FIG2_NZ:
         raise ConfigError(f"--dataset must be mnist or frey; got {dataset!r}")
-    defaults = TrainConfig(dataset=dataset, hidden=(HIDDEN[dataset],), samples=100_000_000,
-                           lr=0.01 if dataset == "mnist" else 0.02, out=f"runs/fig2_{dataset}", figures=False)
-    if smoke:
-        defaults = TrainConfig(**{**defaults.__dict__, **SMOKE, "out": f"runs/fig2_{dataset}_smoke"})
+    defaults = sweep.fig2_base(dataset, **(dict(SMOKE, out=f"runs/fig2_{dataset}_smoke") if smoke else {}))
     base = parse_overrides(rest, defaults)
     default_nz = (3, 10) if smoke and dataset == "mnist" else (2, 5) if smoke else sweep.FIG2_NZ[dataset]
     nzs = sweep.int_list(opts.get("nz", ",".join(map(str, default_nz))), "--nz")
     algorithms = sweep.algorithm_list(opts.get("algorithms", ",".join(sweep.ALGORITHMS)), sweep.ALGORITHMS)
-    jobs, threads, scheduler, security = sweep.executor_options(opts)
     for nz in nzs:
         TrainConfig(**{**base.__dict__, "nz": nz}).validate()
-    return base, nzs, algorithms, jobs, threads, scheduler, security
-
-
-def main(argv):
-    if "--help" in argv or "-h" in argv:
-        print(__doc__)
-        return 0
-    try:
-        base, nzs, algorithms, jobs, threads, scheduler, security = parse(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     out = base.out
-    specs = sweep.plan_sweep(base, out, nzs, algorithms)
     shown = sweep.algorithms_to_show(out, algorithms, sweep.ALGORITHMS)     # the whole figure, not only these runs
-    where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local job(s) x {threads} BLAS thread(s)"
-    print(f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run, {where}")
-    for s in specs:
-        print(f"  {s.name}: {s.action}")
-    results = sweep.run_sweep(specs, out, lambda: sweep.redraw(out, base.dataset, nzs, shown), jobs=jobs,
-                              threads=threads, scheduler=scheduler, security=security,
-                              data_dir=base.data_dir or None)
-    _, table = sweep.redraw(out, base.dataset, nzs, shown)
-    print(table)
-    print(f"figure: {os.path.join(out, 'fig2.png')}")
-    return sweep.exit_status(results, f"python examples/figure2.py {' '.join(argv)}")
+    return sweep.SweepCommand(
+        out, f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run",
+        sweep.plan_sweep(base, out, nzs, algorithms), lambda: sweep.redraw(out, base.dataset, nzs, shown),
+        os.path.join(out, "fig2.png"), executor, base.data_dir or None)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(sweep.command_main(sys.argv[1:], __doc__, "examples/figure2.py", plan))

@@ -31,7 +31,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from npvae import sweep  # noqa: E402
-from npvae.config import ConfigError, TrainConfig, parse_overrides  # noqa: E402
+from npvae.config import TrainConfig, parse_overrides  # noqa: E402
 
 DEFAULTS = dict(dataset="mnist", binarize="fixed", nz=3, hidden=(100,), samples=int(sweep.FIG3_PAPER_BUDGET), dtype="float32",
                 metric="marginal", eval_max=1000, eval_per_decade=3, out="runs/fig3", figures=False)
@@ -40,49 +40,23 @@ SMOKE = dict(samples=3_000, batch_size=100, hidden=(20,), eval_max=20, eval_per_
 SMOKE_N_TRAIN = (200, 1000)
 
 
-def parse(argv):
-    argv = list(argv)
-    smoke = "--smoke" in argv
-    if smoke:
-        argv.remove("--smoke")
-    opts, rest = sweep.split_options(argv, sweep.EXECUTOR_OPTIONS + ("--n_train", "--algorithms"))
-    defaults = TrainConfig(**{**DEFAULTS, **(SMOKE if smoke else {})})
-    base = parse_overrides(rest, defaults)
+def plan(argv):
+    smoke, opts, rest, executor = sweep.parse_command(argv, ("--n_train", "--algorithms"))
+    base = parse_overrides(rest, TrainConfig(**{**DEFAULTS, **(SMOKE if smoke else {})}))
     default_n = SMOKE_N_TRAIN if smoke else sweep.FIG3_N_TRAIN
     n_trains = sweep.int_list(opts.get("n_train", ",".join(map(str, default_n))), "--n_train")
     algorithms = sweep.algorithm_list(opts.get("algorithms", ",".join(sweep.FIG3_ALGORITHMS)),
                                       sweep.FIG3_ALGORITHMS)
-    jobs, threads, scheduler, security = sweep.executor_options(opts)
     for n in n_trains:
         for alg in algorithms:
             TrainConfig(**{**base.__dict__, "n_train": n, "algorithm": alg}).validate()
-    return base, n_trains, algorithms, jobs, threads, scheduler, security
-
-
-def main(argv):
-    if "--help" in argv or "-h" in argv:
-        print(__doc__)
-        return 0
-    try:
-        base, n_trains, algorithms, jobs, threads, scheduler, security = parse(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     out = base.out
-    specs = sweep.plan_figure3(base, out, n_trains, algorithms)
     shown = sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS)     # the whole figure, not only these runs
-    where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local job(s) x {threads} BLAS thread(s)"
-    print(f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run, {where}")
-    for s in specs:
-        print(f"  {s.name}: {s.action}")
-    results = sweep.run_sweep(specs, out, lambda: sweep.redraw_figure3(out, n_trains, shown), jobs=jobs,
-                              threads=threads, scheduler=scheduler, security=security,
-                              data_dir=base.data_dir or None)
-    _, table = sweep.redraw_figure3(out, n_trains, shown)
-    print(table)
-    print(f"figure: {os.path.join(out, 'fig3.png')}")
-    return sweep.exit_status(results, f"python examples/figure3.py {' '.join(argv)}")
+    return sweep.SweepCommand(
+        out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run",
+        sweep.plan_figure3(base, out, n_trains, algorithms), lambda: sweep.redraw_figure3(out, n_trains, shown),
+        os.path.join(out, "fig3.png"), executor, base.data_dir or None)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(sweep.command_main(sys.argv[1:], __doc__, "examples/figure3.py", plan))

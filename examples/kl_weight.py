@@ -41,9 +41,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_study.py
 
-from _study import ACTIVE_THRESHOLD, UsageError, active_units, claim_out, load_run, markdown_table  # noqa: E402
-from _study import pyplot, require, run, save_figure, study_parser, synthetic_binary, tile, train_runs  # noqa: E402
-from _study import write_csv, write_text  # noqa: E402
+from _study import ACTIVE_THRESHOLD, UsageError, active_units, add_run_options, claim_out, load_run  # noqa: E402
+from _study import markdown_table, pyplot, require, run, save_figure, study_parser, synthetic_binary  # noqa: E402
+from _study import tile, train_runs, training_samples, write_csv, write_text  # noqa: E402
 
 from npvae.model import elbo_forward  # noqa: E402
 
@@ -226,16 +226,13 @@ def build_parser():
     p.add_argument("--warmup-samples", type=sample_count, default=None,
                    help="the warm-up run raises beta from 0 to 1 over this many samples (default: half the "
                         "budget; 0: no warm-up run)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="training precision")
-    p.add_argument("--overwrite", action="store_true", help="replace the results that --out already holds")
-    return p
+    return add_run_options(p)                    # --dtype, --overwrite: last, as --help lists them
 
 
 def _main(argv):
     args = build_parser().parse_args(argv)
-    samples = args.samples if args.samples is not None else (6000 if args.smoke else 1_000_000)
+    samples = training_samples(args)
     warmup = args.warmup_samples if args.warmup_samples is not None else samples // 2
-    require(samples >= 1000, f"--samples must be at least 1000, got {samples}")
     require(warmup <= samples, f"--warmup-samples ({warmup}) must not exceed --samples ({samples})")
     configs = run_configs(args.out, samples, args.betas, warmup, args.seed, args.dtype, args.smoke)
     data = study_data(configs, args.smoke, args.seed)        # before anything is written

@@ -52,8 +52,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_study.py
 
-from _study import UsageError, active_units, claim_out, load_run, markdown_table, pyplot, require, run  # noqa: E402
-from _study import save_figure, study_parser, tile, train_runs, write_csv, write_text  # noqa: E402
+from _study import UsageError, active_units, add_run_options, claim_out, load_run, markdown_table, pyplot  # noqa: E402
+from _study import run, save_figure, study_parser, tile, train_runs, training_samples, write_csv  # noqa: E402
+from _study import write_text  # noqa: E402
 
 from npvae.model import elbo_forward  # noqa: E402
 
@@ -264,15 +265,12 @@ def build_parser():
                    help="training samples per run (default 1e6; --smoke 6000)")
     p.add_argument("--decoder-var", type=positive_float, default=0.01,
                    help="sigma^2 of the fixed-variance Gaussian (default 0.01, sigma = 0.1; 0.5 is MSE (sum) + KL)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="training precision")
-    p.add_argument("--overwrite", action="store_true", help="replace the results that --out already holds")
-    return p
+    return add_run_options(p)                    # --dtype, --overwrite: last, as --help lists them
 
 
 def _main(argv):
     args = build_parser().parse_args(argv)
-    samples = args.samples if args.samples is not None else (6000 if args.smoke else 1_000_000)
-    require(samples >= 1000, f"--samples must be at least 1000, got {samples}")
+    samples = training_samples(args)
     try:
         configs = run_configs(args.out, samples, args.decoder_var, args.seed, args.dtype, args.smoke)
     except ValueError as e:                         # a ConfigError, e.g. a --decoder-var outside the clamp

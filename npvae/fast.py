@@ -106,22 +106,24 @@ def unsupported_reason(vae, estimator="B", optimizer=None, prior="weights"):
 
 class _FastNetwork:
     """Preallocated buffers and the forward/backward passes of the two networks, shared by the
-    fast AEVB step and the fast wake-sleep step.  Rows: M for the encoder, R (= L*M) for the decoder."""
+    fast AEVB step and the fast wake-sleep step.  Rows: M for the encoder, R (= L*M) for the decoder.
+    minibatch=False: no minibatch buffers (x, uniform, is_on: None), for a network only ever handed
+    its x by the caller (``TwoThreadStep``'s halves read rows of the whole step's)."""
 
-    def __init__(self, vae, M, R, sparse_max_density=None):
+    def __init__(self, vae, M, R, sparse_max_density=None, minibatch=True):
         arch, dt = vae.arch, vae.dtype
         E = np.empty
         self.vae, self.M, self.R = vae, M, R
         D, Z = arch.x_dim, arch.z_dim
-        self.x = E((M, D), dt)                    # the minibatch
+        self.x = E((M, D), dt) if minibatch else None                  # the minibatch
         # the sparse first layer: an input's on-pixels by row (CSR), and by pixel for the weight gradient
         density = SPARSE_MAX_DENSITY if sparse_max_density is None else sparse_max_density
         self.max_ones = math.floor(density * M * D) if density >= 0 else -1
         self.on_idx, self.on_count = E((M, D), np.int32), E(M, np.int32)
         self.col_start, self.col_rows = E(D + 1, np.int32), E(M * D, np.int32)
         self.sparse = False                       # whether the last encoder_forward ran sparse
-        self.uniform = E((M, D), dt)              # dynamic binarization draws
-        self.is_on = E((M, D), np.bool_)
+        self.uniform = E((M, D), dt) if minibatch else None            # dynamic binarization draws
+        self.is_on = E((M, D), np.bool_) if minibatch else None
         self.enc_h = [E((M, w), dt) for w in arch.enc_hidden]
         self.enc_dh = [E((M, w), dt) for w in arch.enc_hidden]
         self.enc_tmp = E((M, arch.enc_hidden[-1]), dt)
@@ -301,27 +303,34 @@ class FastStep:
     sparse_max_density: the fraction of ones up to which it runs (None: ``SPARSE_MAX_DENSITY``;
     negative: never).
 
+    standalone=False makes a part of another step (``TwoThreadStep``'s halves): the caller hands it
+    x and eps and applies its gradients, so it allocates no minibatch, noise or update rule of its
+    own (``x``, ``eps``, ``update_rule`` are None) and only ``_forward_backward`` may be called.
+
     kl_weight: beta, the weight of the KL term in the objective of the next step (1: the bound,
     the paper's); the AEVB learner sets it before each step for --beta and --kl_warmup.  Its
     gradient is scaled where it joins at (mu, logvar), as ``elbo_backward(..., kl_weight)`` does.
     """
 
     def __init__(self, vae, optimizer, batch_size, L=1, prior="weights", prior_scale=0.0, binary=False,
-                 sparse_max_density=None):
+                 sparse_max_density=None, *, standalone=True):
         reason = unsupported_reason(vae, "B", optimizer, prior)
         if reason:
             raise ValueError(f"FastStep does not implement {reason}; use VAE.loss_and_grads")
         self.vae, self.opt, self.M, self.L, self.binary = vae, optimizer, int(batch_size), int(L), bool(binary)
         M, L, Z, dt = self.M, self.L, vae.arch.z_dim, vae.dtype
-        self.net = net = _FastNetwork(vae, M, L * M, sparse_max_density)
+        self.net = net = _FastNetwork(vae, M, L * M, sparse_max_density, minibatch=standalone)
         self.x, self.grads = net.x, net.grads
-        self.eps = np.empty((L, M, Z), dt)
-        self.eps64 = self.eps if dt == np.float64 else np.empty((L, M, Z), np.float64)
+        if standalone:
+            self.eps = np.empty((L, M, Z), dt)
+            self.eps64 = self.eps if dt == np.float64 else np.empty((L, M, Z), np.float64)
+            self.update_rule = _FusedUpdate(vae, net.grads, optimizer, vae.params, prior, prior_scale)
+        else:     # a part: its whole step draws the noise and applies the gradients
+            self.eps = self.eps64 = self.update_rule = None
         self.z = np.empty((L, M, Z), dt)
         self.dz = np.empty((L, M, Z), dt)
         self.kernel_out = (np.empty(M, dt), np.empty((L, M, vae.arch.x_dim), dt), np.empty((M, Z), dt),
                            np.empty((M, Z), dt))
-        self.update_rule = _FusedUpdate(vae, net.grads, optimizer, vae.params, prior, prior_scale)
         self.kl_weight = 1.0
         self.loss_scale = 1.0 / M        # d(-mean elbo): 1/M; TwoThreadStep's halves take 1/(their whole batch)
 
@@ -494,8 +503,11 @@ class TwoThreadStep:
         self.vae, self.opt, self.M, self.L, self.binary = vae, optimizer, M, 1, bool(binary)
         half = M // 2
         self.rows = (slice(0, half), slice(half, M))
-        self.halves = [FastStep(vae, optimizer, r.stop - r.start, 1, prior, prior_scale, binary, sparse_max_density)
-                       for r in self.rows]
+        # parts, not steps: the halves are handed rows of self.x and self.eps (one draw for the whole
+        # minibatch, as FastStep draws it) and phase 2 applies their summed gradients through
+        # self.update_rule, so they keep no minibatch, noise or update rule of their own
+        self.halves = [FastStep(vae, optimizer, r.stop - r.start, 1, prior, prior_scale, binary, sparse_max_density,
+                                standalone=False) for r in self.rows]
         for h in self.halves:
             h.loss_scale = 1.0 / M
         self.x, self.uniform, self.is_on = np.empty((M, D), dt), np.empty((M, D), dt), np.empty((M, D), np.bool_)

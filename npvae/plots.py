@@ -53,8 +53,12 @@ def plot_learning_curves(history, path, title="", paper=None, label="AEVB",
 
 
 FIG2_LEFT = 1e5          # Fig. 2's x axis starts at 10^5 training samples
-COLORS = {"aevb": "C3", "wakesleep": "C0", "mcem": "C2"}
-LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep", "mcem": "MCEM"}
+# Curves are keyed by algorithm (Figs. 2, 3) or by MNIST binarization (the protocol comparison);
+# "paper" colours the paper's markers where every curve shares one paper value.
+COLORS = {"aevb": "C3", "wakesleep": "C0", "mcem": "C2", "dynamic": "C3", "static": "C1", "none": "C4",
+          "paper": "k"}
+LABELS = {"aevb": "AEVB", "wakesleep": "wake-sleep", "mcem": "MCEM", "dynamic": "dynamic binarization",
+          "static": "static (Larochelle)", "none": "grey levels"}
 
 
 def draw_fig2_panel(ax, curves, paper_values=None, title="", paper_budget=1e8):

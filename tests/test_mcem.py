@@ -12,6 +12,7 @@ from npvae.config import ConfigError, TrainConfig
 from npvae.learners import MCEM
 from npvae.train import first_n_training_points, train
 
+from .helpers import run_sweep_script
 from .test_examples import have
 from .test_train import params_of, toy_config, toy_data
 
@@ -99,16 +100,10 @@ def test_bad_mcem_and_marginal_options_are_one_line_errors(overrides, message):
 
 def test_figure3_smoke(tmp_path):
     """`python examples/figure3.py --smoke`: three algorithms, two training-set sizes, the table and figure."""
-    import subprocess
-    import sys
     if not have("mnist.pkl.gz"):
         pytest.skip("mnist.pkl.gz not found: set NPVAE_DATA_DIR")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "fig3"
-    cmd = [sys.executable, os.path.join(root, "examples", "figure3.py"), "--smoke", "--jobs=2", f"--out={out}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = list(csv.DictReader(open(out / "fig3_table.csv")))
+    _, rows = run_sweep_script("figure3.py", out, "--smoke", table="fig3_table")
     assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
     assert {r["algorithm"] for r in rows} == {"aevb", "wakesleep", "mcem"}
     assert all(np.isfinite(float(r["train"])) and np.isfinite(float(r["test"])) for r in rows)
@@ -118,8 +113,8 @@ def test_figure3_smoke(tmp_path):
     assert (config["n_train"], config["nz"], config["metric"], config["binarize"]) == (200, 3, "marginal", "fixed")
     with np.load(out / "mcem_n200" / "checkpoint.npz") as z:
         assert z["mcem/z"].shape == (200, 3)
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
-    assert again.returncode == 0 and again.stdout.count(": skip") == 6
+    again, _ = run_sweep_script("figure3.py", out, "--smoke")
+    assert again.count(": skip") == 6
 
 
 def test_an_mcem_run_draws_no_figure_of_the_encoder_it_does_not_have(tmp_path):

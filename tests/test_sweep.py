@@ -11,6 +11,7 @@ from npvae import sweep
 from npvae.config import TrainConfig
 from npvae.train import train
 
+from .helpers import run_sweep_script
 from .test_examples import have
 from .test_train import toy_data
 
@@ -93,23 +94,14 @@ def test_smoke_sweep_on_a_dask_local_cluster(tmp_path):
 @pytest.mark.parametrize("dataset,needs", [("mnist", "mnist.pkl.gz"), ("frey", "frey_rawface.mat")])
 def test_figure2_smoke(dataset, needs, tmp_path):
     """`python examples/figure2.py --smoke`: both algorithms, two Nz, a local pool of two jobs."""
-    import subprocess
-    import sys
     if not have(needs):
         pytest.skip(f"{needs} not found: set NPVAE_DATA_DIR")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "figure2.py"), f"--dataset={dataset}",
-                           "--smoke", "--jobs=2", f"--out={out}"], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, MPLBACKEND="Agg"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = list(__import__("csv").DictReader(open(out / "fig2_table.csv")))
+    _, rows = run_sweep_script("figure2.py", out, f"--dataset={dataset}", "--smoke", table="fig2_table")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
     assert {r["algorithm"] for r in rows} == {"aevb", "wakesleep"} and (out / "fig2.png").stat().st_size > 5000
-    again = subprocess.run([sys.executable, os.path.join(root, "examples", "figure2.py"), f"--dataset={dataset}",
-                            "--smoke", "--jobs=2", f"--out={out}"], capture_output=True, text=True, timeout=600,
-                           env=dict(os.environ, MPLBACKEND="Agg"))
-    assert again.returncode == 0 and again.stdout.count(": skip") == 4
+    again, _ = run_sweep_script("figure2.py", out, f"--dataset={dataset}", "--smoke")
+    assert again.count(": skip") == 4
 
 
 @pytest.mark.parametrize("how", ["the sweep process", "the terminal's process group"])
@@ -179,3 +171,76 @@ def test_a_sweep_of_some_algorithms_shows_the_others_runs_too(tmp_path):
     (tmp_path / "fig3.png").write_bytes(b"")                  # files are not runs
     assert algorithms_to_show(str(tmp_path), ("mcem",), FIG3_ALGORITHMS) == ("aevb", "mcem")
     assert algorithms_to_show(str(tmp_path), ("wakesleep",), FIG3_ALGORITHMS) == ("aevb", "wakesleep")
+
+
+# --------------------------------------------------------------------------- which MNIST protocol
+
+def _protocols_plan():
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("protocols", os.path.join(root, "examples", "protocols.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.plan
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--binarize=static"], "choose among them with --protocols"),
+    (["--protocols=dynamic,grey"], "--protocols must be among dynamic, static, none"),
+    (["--dataset=frey"], "binarization is MNIST's question"),
+    (["--protocols=dynamic", "--static_run=runs/x"], "--static_run names a protocol not in --protocols"),
+    (["--nz=0"], "nz"),
+])
+def test_the_protocol_sweep_refuses_bad_options_in_one_line(argv, message):
+    from npvae.config import ConfigError
+    with pytest.raises(ConfigError) as e:
+        _protocols_plan()(argv)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_protocol_run_living_in_another_sweep_resumes_there_and_must_be_the_same_run(tmp_path):
+    """--dynamic_run=<the Figure 2 sweep's run>: planned as a resume in its own folder, the others
+    under the sweep's; a folder whose run differs (here Nz) fails with the difference, untouched."""
+    elsewhere = tmp_path / "fig2" / "aevb_nz20"
+    mine = base_config(tmp_path, nz=20, out=str(elsewhere))
+    train(mine, data=toy_data(), callback=lambda learner, st: st.steps == 3, log=lambda *_: None)
+    command = _protocols_plan()([f"--out={tmp_path / 'protocols'}", f"--dynamic_run={elsewhere}", "--hidden=8",
+                                 "--samples=400", "--batch_size=20", "--warmup=2", "--jobs=1"])
+    specs = {s.name: s for s in command.specs}
+    assert [s.name for s in command.specs] == ["dynamic", "static", "none"]
+    assert (specs["dynamic"].action, specs["dynamic"].config["out"]) == ("resume", str(elsewhere))
+    assert specs["static"].config["out"] == str(tmp_path / "protocols" / "static")
+    assert {specs[p].config["binarize"] for p in specs} == {"dynamic", "static", "none"}
+    before = (elsewhere / "checkpoint.npz").read_bytes()
+    other = sweep.RunSpec("dynamic", {**specs["dynamic"].config, "nz": 3}, "resume")
+    result = sweep.run_spec(other)
+    assert result["status"] == "failed" and "differs from this sweep in nz" in result["reason"]
+    assert (elsewhere / "checkpoint.npz").read_bytes() == before
+
+
+def test_the_protocol_table_and_figure_give_each_gap_beside_the_papers(tmp_path):
+    base = base_config(tmp_path, dataset="mnist", nz=20, samples=12_000)
+    train(dataclasses.replace(base, out=str(tmp_path / "static")), data=toy_data(), log=lambda *_: None)
+    rows, text = sweep.redraw_protocols(str(tmp_path), base)
+    cell = {r["binarize"]: r for r in rows}
+    static = cell["static"]
+    assert static["samples_reached"] == 12_000 and static["gap"] == pytest.approx(static["train"] - static["test"],
+                                                                                   abs=0.011)
+    assert (static["paper_train"], static["paper_test"], static["paper_gap"]) == (-97.0, -100.0, 3.0)
+    assert cell["none"]["status"] == "not started" and cell["dynamic"]["samples_reached"] == 0
+    assert "| static |" in text and (tmp_path / "protocols_table.csv").exists()
+    assert (tmp_path / "protocols.png").stat().st_size > 5000
+
+
+def test_protocols_smoke(tmp_path):
+    """`python examples/protocols.py --smoke`: MNIST Nz = 20 AEVB under the three binarizations."""
+    if not (have("mnist.pkl.gz") and have("binarized_mnist_train.amat")):
+        pytest.skip("MNIST or Larochelle's binarized MNIST not found: set NPVAE_DATA_DIR")
+    out = tmp_path / "protocols"
+    _, rows = run_sweep_script("protocols.py", out, "--smoke", table="protocols_table")
+    assert [r["binarize"] for r in rows] == ["dynamic", "static", "none"]
+    assert {r["status"] for r in rows} == {"finished"} and {r["samples_reached"] for r in rows} == {"20000"}
+    for r in rows:
+        assert float(r["gap"]) == pytest.approx(float(r["train"]) - float(r["test"]), abs=0.011)
+        assert json.load(open(out / r["binarize"] / "config.json"))["binarize"] == r["binarize"]
+    assert (out / "protocols.png").stat().st_size > 5000

@@ -47,6 +47,23 @@ def test_two_thread_steps_equal_fast_steps(dtype, rtol, binary, M, kl_weight):
     two.close()
 
 
+def test_the_halves_are_parts_without_minibatch_noise_or_update_of_their_own():
+    """The halves are handed rows of the whole step's x and eps and the whole step applies their
+    summed gradients, so they allocate none of those; a FastStep alone still has all three."""
+    vae = VAE(13, 3, (9,), seed=0)
+    two = TwoThreadStep(vae, Adagrad(), 6)
+    x, eps = two.load_batch(np.ones((20, 13)), np.arange(6), np.random.default_rng(0))
+    two.step(x, eps)
+    for h in two.halves:
+        assert h.update_rule is None and h.eps is None and h.eps64 is None
+        assert h.x is None and h.net.x is None and h.net.uniform is None and h.net.is_on is None
+    # what the halves' update rules held was only references: the optimizer state is one set, the whole step's
+    assert set(two.opt.state["sum_sq"]) == set(vae.params)
+    alone = FastStep(VAE(13, 3, (9,), seed=0), Adagrad(), 6)
+    assert alone.update_rule is not None and alone.eps.shape == (1, 6, 3) and alone.x.shape == (6, 13)
+    two.close()
+
+
 def test_two_thread_gradients_are_the_whole_minibatchs():
     a, b = pair()
     rng = np.random.default_rng(2)
