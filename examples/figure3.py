@@ -12,9 +12,11 @@ others), Nz = 3,
 100 hidden units, the paper's optimizer, float32.  At log-spaced budgets each run estimates
 log p(x) on the first 1000 training and test points with the Appendix D estimator (HMC, 50
 samples, 4 leapfrog steps, a KDE fitted per datapoint; ``npvae.marginal.hmc_log_px``), for
-every algorithm alike.  MCEM (App. E) keeps one HMC chain per training image: each step is one
-HMC transition (10 leapfrog steps, step sizes tuned to 90% acceptance) of its minibatch's
-chains, then 5 Adagrad updates of the decoder.
+every algorithm alike.  MCEM (App. E) keeps one HMC chain per training image and runs
+full-batch, as the authors' code did: each step is one HMC transition (10 leapfrog steps, step
+sizes tuned to 90% acceptance) of every chain, then 5 Adagrad updates of the decoder on the whole
+training set (--batch_size applies to AEVB and wake-sleep; see npvae.sweep.plan_figure3 for what
+minibatch MCEM does at N = 50000).
 
 After every run the sweep redraws fig3.png (one panel per training-set size, train solid, test
 dashed, the paper's end values marked) and fig3_table.md / .csv (every cell at the budget its

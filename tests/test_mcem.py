@@ -111,6 +111,8 @@ def test_figure3_smoke(tmp_path):
     assert (out / "fig3.png").stat().st_size > 5000
     config = json.load(open(out / "mcem_n200" / "config.json"))
     assert (config["n_train"], config["nz"], config["metric"], config["binarize"]) == (200, 3, "marginal", "fixed")
+    assert config["batch_size"] == 200                                   # MCEM is full-batch, as the authors ran it
+    assert json.load(open(out / "aevb_n200" / "config.json"))["batch_size"] == 100
     with np.load(out / "mcem_n200" / "checkpoint.npz") as z:
         assert z["mcem/z"].shape == (200, 3)
     again, _ = run_sweep_script("figure3.py", out, "--smoke")
