@@ -4,6 +4,7 @@
     python examples/figure2.py --dataset=frey --nz=2,5,10,20 --samples=1e8
     python examples/figure2.py --dataset=mnist --smoke                 # the whole pipeline in seconds
     python examples/figure2.py --dataset=mnist --scheduler=tcp://10.0.0.5:8786   # on a Dask cluster
+    python examples/figure2.py --dataset=mnist --status       # where the runs stand; trains nothing
 
 Each (algorithm, Nz) run lives in its own folder under --out (default runs/fig2_<dataset>):
 500 hidden units for MNIST, 200 for Frey Face, everything else the paper's protocol (§5).
@@ -17,6 +18,8 @@ cores split over the jobs).  With --scheduler the runs go to an existing Dask cl
 (pip install -e ".[dask]"); a run is an ordinary function of its config, so a worker needs only
 npvae and the data (--data_dir as the workers see it).  A Dask scheduler runs whatever code it is
 sent: keep it on a trusted network, or use TLS (--tls-ca-file, --tls-cert, --tls-key).
+While runs train, the sweep prints a line per running run every --status_every seconds (default
+600; 0: none): samples trained of the budget, the rate, the time left.
 Any TrainConfig field (--dtype=float32, --binarize=static, --seed=1, ...) passes through to every run.
 """
 import os
@@ -47,7 +50,7 @@ def plan(argv):
     return sweep.SweepCommand(
         out, f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run",
         sweep.plan_sweep(base, out, nzs, algorithms), lambda: sweep.redraw(out, base.dataset, nzs, shown),
-        os.path.join(out, "fig2.png"), executor, base.data_dir or None)
+        os.path.join(out, "fig2.png"), executor, base.data_dir or None, status_only=opts.get("status", False))
 
 
 if __name__ == "__main__":

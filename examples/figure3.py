@@ -24,8 +24,8 @@ run has reached, beside the paper's value).  Re-running the command skips finish
 resumes the others and extends them to a larger --samples; Ctrl-C stops with checkpoints.
 
 Sweep options: --n_train=1000,50000 --algorithms=aevb,wakesleep,mcem, and the executor's
-(--jobs, --threads, --scheduler, --tls-*) as in examples/figure2.py.  Any TrainConfig field
-(--dtype=float64, --seed=1, ...) passes through to every run.
+and progress options (--jobs, --threads, --scheduler, --tls-*, --status_every, --status) as in
+examples/figure2.py.  Any TrainConfig field (--dtype=float64, --seed=1, ...) passes through to every run.
 """
 import os
 import sys
@@ -57,7 +57,7 @@ def plan(argv):
     return sweep.SweepCommand(
         out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run",
         sweep.plan_figure3(base, out, n_trains, algorithms), lambda: sweep.redraw_figure3(out, n_trains, shown),
-        os.path.join(out, "fig3.png"), executor, base.data_dir or None)
+        os.path.join(out, "fig3.png"), executor, base.data_dir or None, status_only=opts.get("status", False))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ the paper's gap).  Re-running the command skips finished runs, resumes the other
 to a larger --samples; Ctrl-C stops with checkpoints.
 
 Sweep options: --protocols=dynamic,static,none, --nz=20, --algorithm=aevb, and the executor's
-(--jobs, --threads, --scheduler, --tls-*) as in examples/figure2.py.  Any TrainConfig field
-(--dtype=float32, --seed=1, ...) passes through to every run.
+and progress options (--jobs, --threads, --scheduler, --tls-*, --status_every, --status) as in
+examples/figure2.py.  Any TrainConfig field (--dtype=float32, --seed=1, ...) passes through to every run.
 """
 import os
 import sys
@@ -57,7 +57,7 @@ def plan(argv):
         out, f"protocol sweep {out}: MNIST, Nz {base.nz}, {base.algorithm}, binarize {','.join(protocols)}, "
              f"{base.samples:,} samples per run", specs,
         lambda: sweep.redraw_protocols(out, base, protocols, where), os.path.join(out, "protocols.png"),
-        executor, base.data_dir or None)
+        executor, base.data_dir or None, status_only=opts.get("status", False))
 
 
 if __name__ == "__main__":

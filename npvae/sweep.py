@@ -147,8 +147,19 @@ def read_history(folder):
     return rows
 
 
+def trained_samples(folder):
+    """The training samples of a run's last checkpoint (0: none yet, or unreadable)."""
+    from .runs import RunLoadError, read_checkpoint_config
+    try:
+        return read_checkpoint_config(folder)[1]
+    except RunLoadError:
+        return 0
+
+
 def _cell(folder, name, failures):
-    """Where one run stands: its history, the last evaluation, and its status."""
+    """Where one run stands: its history, the last evaluation, the samples trained so far (its
+    checkpoint's: a run evaluates at log-spaced budgets, so it trains well past its last row), and
+    its status."""
     history = read_history(folder)
     summary = _read_json(os.path.join(folder, "summary.json")) or {}
     config = _read_json(os.path.join(folder, "config.json")) or {}
@@ -156,6 +167,7 @@ def _cell(folder, name, failures):
     status = failures.get(name) and f"failed: {failures[name]}" or summary.get("status") or (
         "running" if os.path.exists(os.path.join(folder, "checkpoint.npz")) else "not started")
     return {"budget": config.get("samples"), "samples_reached": int(last[0]) if last else 0,
+            "trained": trained_samples(folder),
             "train": round(last[2], 2) if last else None, "test": round(last[3], 2) if last else None,
             "gap": round(last[2] - last[3], 2) if last else None, "status": status, "history": history}
 
@@ -181,9 +193,9 @@ def collect(out, dataset, nzs, algorithms=ALGORITHMS, failures=None):
 
 # "train - test": the gap issue 12 asks for beside the paper's (about 3 nats on MNIST)
 FIG2_COLUMNS = (("dataset", "data", ""), ("nz", "Nz", ":"), ("algorithm", "algorithm", ""),
-                ("samples_reached", "samples reached", ":"), ("train", "train", ":"), ("test", "test", ":"),
+                ("samples_reached", "evaluated at", ":"), ("train", "train", ":"), ("test", "test", ":"),
                 ("gap", "train - test", ":"), ("paper_train", "paper train", ":"), ("paper_test", "paper test", ":"),
-                ("paper_gap", "paper gap", ":"), ("status", "status", ""))
+                ("paper_gap", "paper gap", ":"), ("trained", "trained", ":"), ("status", "status", ""))
 
 
 def write_table(rows, out, name="fig2_table", columns=FIG2_COLUMNS):
@@ -273,9 +285,9 @@ def redraw(out, dataset, nzs, algorithms=ALGORITHMS):
 FIG3_ALGORITHMS = ("aevb", "wakesleep", "mcem")
 FIG3_N_TRAIN = (1000, 50000)
 FIG3_PAPER_BUDGET = 6e7            # where the paper's Fig. 3 curves end (its x-axis)
-FIG3_COLUMNS = (("n_train", "N train", ":"), ("algorithm", "algorithm", ""), ("samples_reached", "samples reached", ":"),
+FIG3_COLUMNS = (("n_train", "N train", ":"), ("algorithm", "algorithm", ""), ("samples_reached", "evaluated at", ":"),
                 ("train", "train log p(x)", ":"), ("test", "test log p(x)", ":"), ("paper_train", "paper train", ":"),
-                ("paper_test", "paper test", ":"), ("status", "status", ""))
+                ("paper_test", "paper test", ":"), ("trained", "trained", ":"), ("status", "status", ""))
 
 
 def fig3_name(algorithm, n_train):
@@ -335,10 +347,10 @@ def redraw_figure3(out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS):
 # --------------------------------------------------------------------------- which MNIST protocol
 
 PROTOCOLS = ("dynamic", "static", "none")
-PROTOCOL_COLUMNS = (("binarize", "binarize", ""), ("folder", "run", ""), ("samples_reached", "samples reached", ":"),
+PROTOCOL_COLUMNS = (("binarize", "binarize", ""), ("folder", "run", ""), ("samples_reached", "evaluated at", ":"),
                     ("train", "train", ":"), ("test", "test", ":"), ("gap", "train - test", ":"),
                     ("paper_train", "paper train", ":"), ("paper_test", "paper test", ":"),
-                    ("paper_gap", "paper gap", ":"), ("status", "status", ""))
+                    ("paper_gap", "paper gap", ":"), ("trained", "trained", ":"), ("status", "status", ""))
 
 
 def protocol_folders(out, protocols=PROTOCOLS, where=None):
@@ -379,7 +391,8 @@ def redraw_protocols(out, base, protocols=PROTOCOLS, where=None):
 
 # --------------------------------------------------------------------------- command line
 
-EXECUTOR_OPTIONS = ("--jobs", "--threads", "--scheduler", "--tls-ca-file", "--tls-cert", "--tls-key")
+EXECUTOR_OPTIONS = ("--jobs", "--threads", "--scheduler", "--tls-ca-file", "--tls-cert", "--tls-key", "--status_every")
+STATUS_EVERY = 600.0       # seconds between a sweep's progress lines (--status_every; 0: none)
 
 
 def split_options(argv, names):
@@ -397,22 +410,26 @@ def split_options(argv, names):
 
 
 def executor_options(opts):
-    """(jobs, threads, scheduler, security) from split_options' dict: local jobs default to one per
-    core with one BLAS thread each (measured: 2 jobs x 1 thread beat 1 x 2 by 1.6-2x here)."""
+    """(jobs, threads, scheduler, security, status_every) from split_options' dict: local jobs
+    default to one per core with one BLAS thread each (measured: 2 jobs x 1 thread beat 1 x 2 by
+    1.6-2x here); a progress line per running run every status_every seconds."""
     try:
         cores = os.cpu_count() or 1
         jobs = int(opts.get("jobs", max(1, cores)))
         threads = int(opts.get("threads", max(1, cores // jobs)))
+        status_every = float(opts.get("status_every", STATUS_EVERY))
     except ValueError as e:
-        raise ConfigError(f"cannot read --jobs or --threads ({e})") from None
+        raise ConfigError(f"cannot read --jobs, --threads or --status_every ({e})") from None
     if jobs <= 0 or threads <= 0:
         raise ConfigError("--jobs and --threads must be positive")
+    if not status_every >= 0:
+        raise ConfigError(f"--status_every must be seconds >= 0 (0: no progress lines); got {opts['status_every']}")
     security = None
     if any(k in opts for k in ("tls_ca_file", "tls_cert", "tls_key")):
         from distributed.security import Security
         security = Security(tls_ca_file=opts.get("tls_ca_file"), tls_client_cert=opts.get("tls_cert"),
                             tls_client_key=opts.get("tls_key"), require_encryption=True)
-    return jobs, threads, opts.get("scheduler"), security
+    return jobs, threads, opts.get("scheduler"), security, status_every
 
 
 def int_list(text, option):
@@ -488,7 +505,49 @@ class _SweepInterrupt(StopFlag):
                      "stop (Ctrl-C again to stop at once); the same command resumes the sweep")
 
 
-def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=None, data_dir=None, log=print):
+class _StatusReporter:
+    """Every ``every`` seconds (from a thread of the sweep's own), a line per run in flight: the
+    samples its checkpoint holds, of its budget, the rate since the sweep began watching it, and
+    the time left at that rate.  It reads the runs' checkpoints, so it needs no word from the
+    workers (on Dask, only those whose folders this machine sees)."""
+
+    def __init__(self, every, log):
+        import threading
+        self.every, self.log, self.in_flight, self.first = every, log, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True) if every > 0 else None
+
+    def __enter__(self):
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            for line in self.lines():
+                self.log(line)
+
+    def lines(self, now=None):
+        now = time.monotonic() if now is None else now
+        lines = []
+        for name, spec in list(self.in_flight.items()):
+            done, budget = trained_samples(spec.config["out"]), spec.config["samples"]
+            start_samples, start_time = self.first.setdefault(name, (done, now))
+            line = f"[{time.strftime('%H:%M')}] {name}: {done:,} of {budget:,} samples ({100 * done / budget:.1f}%)"
+            if done > start_samples and now > start_time:
+                rate = (done - start_samples) / (now - start_time)
+                left = (budget - done) / rate
+                line += f", {rate:,.0f} samples/s, about " + (f"{left / 3600:.1f} h" if left >= 3600 else
+                                                               f"{max(1, round(left / 60))} min") + " to go"
+            lines.append(line)
+        return lines
+
+
+def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=None, data_dir=None, log=print,
+              status_every=0):
     """Send the runs to an executor; call redraw() after each; return {name: result}.
 
     redraw: a function of no arguments that redraws the sweep's figure and table from its folders.
@@ -496,7 +555,8 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
     (``tcp://host:port`` or ``tls://...``) with optional ``distributed.Security`` settings.
     Ctrl-C (SIGINT): runs not yet started are cancelled, running local runs write a checkpoint and
     stop, and the results say "interrupted"; on a Dask cluster the running runs go on until their
-    workers stop (their checkpoints keep them), as Dask cannot stop a running task."""
+    workers stop (their checkpoints keep them), as Dask cannot stop a running task.
+    status_every: seconds between the progress lines of the runs in flight (0: none)."""
     os.makedirs(out, exist_ok=True)
     failures = _read_json(os.path.join(out, "failures.json")) or {}
     todo = [s for s in specs if s.action != "skip"]
@@ -508,18 +568,20 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
 
     def finished(result):
         results[result["name"]] = result
+        status.in_flight.pop(result["name"], None)
         if result["status"] == "failed":
             failures[result["name"]] = result["reason"]
             _write_failures(out, failures)
         log(f"{result['name']}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
         redraw()
 
-    with _SweepInterrupt(log) as interrupt:
+    with _SweepInterrupt(log) as interrupt, _StatusReporter(status_every, log) as status:
         if scheduler:
             from dask.distributed import Client, as_completed
             with Client(scheduler, security=security) as client:
                 futures = {client.submit(run_spec, s, data_dir, pure=False,
                                          key=f"npvae-{s.name}-{time.time_ns()}"): s for s in todo}
+                status.in_flight.update({s.name: s for s in todo})      # queued ones show 0% until they start
                 interrupt.cancel = lambda: client.cancel([f for f in futures if not f.done()])
                 for fut in as_completed(futures):
                     try:
@@ -537,6 +599,7 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
                     while pending and len(running) < jobs and not interrupt.set:
                         spec = pending.pop(0)
                         running[pool.submit(run_spec, spec, data_dir)] = spec
+                        status.in_flight[spec.name] = spec
                     if not running:
                         break
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -570,19 +633,24 @@ class SweepCommand:
     specs: list               # plan_runs' RunSpecs, in the order they go
     redraw: object            # () -> (rows, table text), from whatever the runs have written so far
     figure: str               # the figure's path
-    executor: tuple           # executor_options' (jobs, threads, scheduler, security)
+    executor: tuple           # executor_options' (jobs, threads, scheduler, security, status_every)
     data_dir: str = None      # the data folder as the workers see it (None: theirs)
+    status_only: bool = False  # --status: say where the runs stand, train nothing
 
 
 def parse_command(argv, own_options):
     """(smoke, {option: value} of the executor's and own_options, the rest: TrainConfig overrides,
-    executor_options' tuple) from a sweep script's argv."""
+    executor_options' tuple) from a sweep script's argv.  --status (say where the sweep stands,
+    run nothing) is returned in the options as {"status": True}."""
     argv = list(argv)
-    smoke = "--smoke" in argv
-    if smoke:
-        argv.remove("--smoke")
+    flags = {}
+    for flag in ("--smoke", "--status"):
+        flags[flag] = flag in argv
+        argv = [a for a in argv if a != flag]
     opts, rest = split_options(argv, EXECUTOR_OPTIONS + tuple(own_options))
-    return smoke, opts, rest, executor_options(opts)
+    if flags["--status"]:
+        opts["status"] = True
+    return flags["--smoke"], opts, rest, executor_options(opts)
 
 
 def command_main(argv, doc, script, plan):
@@ -597,13 +665,19 @@ def command_main(argv, doc, script, plan):
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    jobs, threads, scheduler, security = command.executor
+    jobs, threads, scheduler, security, status_every = command.executor
     where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs} local job(s) x {threads} BLAS thread(s)"
     print(f"{command.banner}, {where}")
     for s in command.specs:
-        print(f"  {s.name}: {s.action}")
+        trained = trained_samples(s.config["out"])
+        print(f"  {s.name}: {s.action}" + (f" (at {trained:,} samples)" if trained and s.action == "resume" else ""))
+    if command.status_only:
+        _, table = command.redraw()
+        print(table)
+        print(f"figure: {command.figure}")
+        return 0
     results = run_sweep(command.specs, command.out, command.redraw, jobs=jobs, threads=threads, scheduler=scheduler,
-                        security=security, data_dir=command.data_dir)
+                        security=security, data_dir=command.data_dir, status_every=status_every)
     _, table = command.redraw()
     print(table)
     print(f"figure: {command.figure}")

@@ -244,3 +244,43 @@ def test_protocols_smoke(tmp_path):
         assert float(r["gap"]) == pytest.approx(float(r["train"]) - float(r["test"]), abs=0.011)
         assert json.load(open(out / r["binarize"] / "config.json"))["binarize"] == r["binarize"]
     assert (out / "protocols.png").stat().st_size > 5000
+
+
+def test_the_status_lines_give_each_run_in_flight_its_progress_rate_and_time_left(monkeypatch):
+    trained = {"runs/a": 1_000}
+    monkeypatch.setattr(sweep, "trained_samples", lambda folder: trained[folder])
+    reporter = sweep._StatusReporter(0, print)
+    reporter.in_flight["aevb_nz20"] = sweep.RunSpec("aevb_nz20", {"out": "runs/a", "samples": 1_901_000}, "resume")
+    reporter.in_flight["big"] = sweep.RunSpec("big", {"out": "runs/b", "samples": 730_000_000}, "resume")
+    trained["runs/b"] = 0
+    first, _ = reporter.lines(now=100.0)
+    assert first.endswith("aevb_nz20: 1,000 of 1,901,000 samples (0.1%)")         # no rate before a second look
+    trained["runs/a"] = 101_000
+    trained["runs/b"] = 10_000_000
+    second, big = reporter.lines(now=200.0)
+    assert big.endswith("big: 10,000,000 of 730,000,000 samples (1.4%), 100,000 samples/s, about 2.0 h to go")
+    assert second.endswith("aevb_nz20: 101,000 of 1,901,000 samples (5.3%), 1,000 samples/s, about 30 min to go")
+    trained["runs/a"] = 1_841_000
+    assert reporter.lines(now=1940.0)[0].endswith("(96.8%), 1,000 samples/s, about 1 min to go")
+    reporter.in_flight.pop("aevb_nz20")
+    reporter.in_flight.pop("big")
+    assert reporter.lines(now=2000.0) == []
+
+
+def test_status_says_where_the_sweep_stands_and_trains_nothing(tmp_path):
+    """--status: the plan, with the samples each resumable run has trained, and the table; no run starts."""
+    import subprocess
+    import sys
+    base = base_config(tmp_path, dataset="frey", samples=50_000)
+    half = dataclasses.replace(base, nz=5, out=str(tmp_path / "aevb_nz5"))
+    train(half, data=toy_data(), callback=lambda learner, st: st.steps == 7, log=lambda *_: None)
+    before = (tmp_path / "aevb_nz5" / "checkpoint.npz").read_bytes()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "figure2.py"), "--dataset=frey", "--status",
+                           "--nz=5", "--samples=5e4", f"--out={tmp_path}", "--hidden=8", "--batch_size=20",
+                           "--warmup=2"], capture_output=True, text=True, timeout=120, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "aevb_nz5: resume (at 140 samples)" in proc.stdout and "wakesleep_nz5: new" in proc.stdout
+    assert "| frey | 5 | aevb |" in proc.stdout and "| 140 | interrupted |" in proc.stdout
+    assert (tmp_path / "aevb_nz5" / "checkpoint.npz").read_bytes() == before
+    assert not (tmp_path / "wakesleep_nz5").exists()
