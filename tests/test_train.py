@@ -143,8 +143,10 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
         if st.steps == 12:
             os.kill(os.getpid(), signal.SIGINT)       # the real signal, delivered to the handler
     cfg = toy_config(tmp_path, samples=2000)
-    s = train(cfg, data=toy_data(), callback=press_ctrl_c, log=lambda *_: None)
+    said = []
+    s = train(cfg, data=toy_data(), callback=press_ctrl_c, log=said.append)
     assert s["status"] == "interrupted" and s["steps"] == 12
+    assert sum(line.startswith("Ctrl-C: stopping after this step, with a checkpoint") for line in said) == 1
     with np.load(os.path.join(cfg.out, "checkpoint.npz")) as z:
         assert list(z["counters"][:2]) == [240, 12]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # handler restored
