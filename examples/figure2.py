@@ -34,7 +34,7 @@ SMOKE = dict(samples=20_000, eval_max=1000, checkpoint_seconds=5.0, figures=Fals
 
 
 def plan(argv):
-    smoke, opts, rest, executor = sweep.parse_command(argv, ("--nz", "--algorithms"))
+    smoke, status, opts, rest, executor = sweep.parse_command(argv, ("--nz", "--algorithms"))
     dataset = next((a.partition("=")[2] for a in rest if a.startswith("--dataset=")), "mnist")
     if dataset not in sweep.FIG2_NZ:
         raise ConfigError(f"--dataset must be mnist or frey; got {dataset!r}")
@@ -50,7 +50,7 @@ def plan(argv):
     return sweep.SweepCommand(
         out, f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run",
         sweep.plan_sweep(base, out, nzs, algorithms), lambda: sweep.redraw(out, base.dataset, nzs, shown),
-        os.path.join(out, "fig2.png"), executor, base.data_dir or None, status_only=opts.get("status", False))
+        os.path.join(out, "fig2.png"), executor, base.data_dir or None, status_only=status)
 
 
 if __name__ == "__main__":

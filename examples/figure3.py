@@ -43,7 +43,7 @@ SMOKE_N_TRAIN = (200, 1000)
 
 
 def plan(argv):
-    smoke, opts, rest, executor = sweep.parse_command(argv, ("--n_train", "--algorithms"))
+    smoke, status, opts, rest, executor = sweep.parse_command(argv, ("--n_train", "--algorithms"))
     base = parse_overrides(rest, TrainConfig(**{**DEFAULTS, **(SMOKE if smoke else {})}))
     default_n = SMOKE_N_TRAIN if smoke else sweep.FIG3_N_TRAIN
     n_trains = sweep.int_list(opts.get("n_train", ",".join(map(str, default_n))), "--n_train")
@@ -55,9 +55,10 @@ def plan(argv):
     out = base.out
     shown = sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS)     # the whole figure, not only these runs
     return sweep.SweepCommand(
-        out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run",
+        out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run"
+             + (" (MCEM full-batch)" if "mcem" in algorithms else ""),
         sweep.plan_figure3(base, out, n_trains, algorithms), lambda: sweep.redraw_figure3(out, n_trains, shown),
-        os.path.join(out, "fig3.png"), executor, base.data_dir or None, status_only=opts.get("status", False))
+        os.path.join(out, "fig3.png"), executor, base.data_dir or None, status_only=status)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ Each run lives in its own folder under --out (default runs/protocols): <out>/<pr
 where --dynamic_run (or --static_run, --none_run) puts one elsewhere: the Figure 2 sweep's own
 dynamic run need not be trained twice.  Such a run is resumed where it lives (its lock keeps two
 sweeps from training it at once) and must be the same run as this sweep's, or it is reported as
-failed with the difference.  After every run the sweep redraws protocols.png (the curves of every
+failed with the difference; if its protocol is left out of --protocols, it is drawn and
+tabulated but not trained (while the Figure 2 sweep trains it):
+
+    python examples/protocols.py --protocols=static,none --dynamic_run=runs/fig2_mnist/aevb_nz20 ...  After every run the sweep redraws protocols.png (the curves of every
 protocol, train solid and test dashed, the paper's Fig. 2 end values in black) and
 protocols_table.md / .csv (each protocol at the budget its run reached, with train - test beside
 the paper's gap).  Re-running the command skips finished runs, resumes the others and extends them
@@ -39,7 +42,7 @@ RUN_OPTIONS = tuple(f"--{p}_run" for p in sweep.PROTOCOLS)
 
 
 def plan(argv):
-    smoke, opts, rest, executor = sweep.parse_command(argv, ("--protocols",) + RUN_OPTIONS)
+    smoke, status, opts, rest, executor = sweep.parse_command(argv, ("--protocols",) + RUN_OPTIONS)
     if any(a.startswith("--binarize=") for a in rest):
         raise ConfigError("the binarization is what this sweep varies: choose among them with --protocols=...")
     base = parse_overrides(rest, sweep.fig2_base("mnist", **{"nz": 20, "out": "runs/protocols", **(SMOKE if smoke else {})}))
@@ -47,17 +50,18 @@ def plan(argv):
         raise ConfigError(f"binarization is MNIST's question; got --dataset={base.dataset}")
     protocols = sweep.algorithm_list(opts.get("protocols", ",".join(sweep.PROTOCOLS)), sweep.PROTOCOLS, "--protocols")
     where = {p: opts[f"{p}_run"] for p in sweep.PROTOCOLS if f"{p}_run" in opts}
-    if set(where) - set(protocols):
-        raise ConfigError(f"--{sorted(set(where) - set(protocols))[0]}_run names a protocol not in --protocols")
+    # a --X_run whose protocol is not in --protocols is drawn, not trained (another sweep trains it)
+    shown = tuple(p for p in sweep.PROTOCOLS if p in protocols or p in where)
     out = base.out
+    sweep.plan_protocols(base, out, shown, where)                  # refuses two protocols in one folder
     specs = sweep.plan_protocols(base, out, protocols, where)
     for spec in specs:
         TrainConfig.from_dict(spec.config).validate()
     return sweep.SweepCommand(
         out, f"protocol sweep {out}: MNIST, Nz {base.nz}, {base.algorithm}, binarize {','.join(protocols)}, "
              f"{base.samples:,} samples per run", specs,
-        lambda: sweep.redraw_protocols(out, base, protocols, where), os.path.join(out, "protocols.png"),
-        executor, base.data_dir or None, status_only=opts.get("status", False))
+        lambda: sweep.redraw_protocols(out, base, shown, where), os.path.join(out, "protocols.png"),
+        executor, base.data_dir or None, status_only=status)
 
 
 if __name__ == "__main__":

@@ -285,9 +285,10 @@ class MCEM(Learner):
     A step counts its M datapoints as M training samples, as AEVB's does (it also evaluates the
     decoder 10 + 5 times per datapoint).  The authors ran it full-batch (--batch_size = the training
     set's size, as examples/figure3.py does): with small minibatches of a large set the decoder
-    takes many updates per chain transition and the chains drift (``npvae.sweep.plan_figure3``).  The VAE object's encoder is carried untrained, so that the
-    run folder holds a full VAE; nothing uses it: evaluation is the Appendix D estimate of log p(x)
-    (``--metric=marginal``) with chains started at z = 0.
+    takes many updates per chain transition and the chains drift (``npvae.sweep.plan_figure3``).
+    The VAE object's encoder is carried untrained, so that the run folder holds a full VAE; nothing
+    uses it: evaluation is the Appendix D estimate of log p(x) (``--metric=marginal``) with chains
+    started at z = 0.
     """
 
     name = "mcem"

@@ -15,6 +15,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -104,6 +105,11 @@ def run_spec(spec, data_dir=None):
     t0 = time.time()
     try:
         resume = spec.action == "resume"
+        if not resume and os.path.exists(os.path.join(config.out, "checkpoint.npz")):
+            # planned as new, but a run has appeared there since (another sweep, or two of this
+            # sweep's runs sharing a folder): never overwrite it
+            raise RunFolderError(f"a run appeared in {config.out} after this sweep was planned; "
+                                 f"run the same command again to resume it")
         if resume:     # the run's own config, with this sweep's budget (a resume may only extend it)
             saved = checkpoint_config(os.path.join(config.out, "checkpoint.npz"))
             changed = saved.changes_a_resume_may_not_make(config)
@@ -201,6 +207,7 @@ FIG2_COLUMNS = (("dataset", "data", ""), ("nz", "Nz", ":"), ("algorithm", "algor
 def write_table(rows, out, name="fig2_table", columns=FIG2_COLUMNS):
     """<name>.md and <name>.csv in out: every cell at the budget its run reached.
     columns: (row key, markdown header, "" or ":" for right-aligned)."""
+    os.makedirs(out, exist_ok=True)
     with atomic_path(os.path.join(out, name + ".csv")) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=[c[0] for c in columns], extrasaction="ignore")
@@ -299,7 +306,7 @@ def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, b
     then N = 1000 (MCEM's home ground), and MCEM on the full set last (its E-steps make it the
     slowest per sample, and the paper shows it far from converged there).
 
-    MCEM runs are full-batch, as the authors' code ran it (``../shared/PAPER.md``): each step moves
+    MCEM runs are full-batch, as the authors' code ran it (README, Monte Carlo EM): each step moves
     every chain once, then takes the 5 M-steps on the whole training set; "not online", as the
     paper says.  On minibatches of 100 the decoder takes N/20 updates per chain transition (2,500
     at N = 50,000), fits the chains' stale positions, and the chains drift outwards: measured at
@@ -364,6 +371,12 @@ def plan_protocols(base, out, protocols=PROTOCOLS, where=None, budget=None):
     A run that lives in another sweep's folder resumes there: each run's lock keeps two sweeps
     from training it at once, and a resume refuses a folder whose run differs from this one."""
     folders = protocol_folders(out, protocols, where)
+    real = {}
+    for b, folder in folders.items():
+        other = real.setdefault(os.path.realpath(folder), b)
+        if other != b:       # two runs in one folder: the second would find (and refuse) the first's
+            raise ConfigError(f"--{other}_run and --{b}_run (or the default {os.path.join(out, b)}) name one folder, "
+                              f"{folder}: each protocol needs its own")
     return plan_runs({b: dataclasses.replace(base, binarize=b, out=folders[b]) for b in protocols}, budget)
 
 
@@ -416,14 +429,15 @@ def executor_options(opts):
     try:
         cores = os.cpu_count() or 1
         jobs = int(opts.get("jobs", max(1, cores)))
-        threads = int(opts.get("threads", max(1, cores // jobs)))
+        threads = int(opts.get("threads", max(1, cores // max(1, jobs))))
         status_every = float(opts.get("status_every", STATUS_EVERY))
     except ValueError as e:
         raise ConfigError(f"cannot read --jobs, --threads or --status_every ({e})") from None
     if jobs <= 0 or threads <= 0:
         raise ConfigError("--jobs and --threads must be positive")
-    if not status_every >= 0:
-        raise ConfigError(f"--status_every must be seconds >= 0 (0: no progress lines); got {opts['status_every']}")
+    if not (math.isfinite(status_every) and status_every >= 0):
+        raise ConfigError(f"--status_every must be a number of seconds >= 0 (0: no progress lines); "
+                          f"got {opts['status_every']}")
     security = None
     if any(k in opts for k in ("tls_ca_file", "tls_cert", "tls_key")):
         from distributed.security import Security
@@ -513,7 +527,9 @@ class _StatusReporter:
 
     def __init__(self, every, log):
         import threading
-        self.every, self.log, self.in_flight, self.first = every, log, {}, {}
+        self.every, self.log = every, log
+        self.in_flight = {}      # name -> RunSpec: submitted and not yet returned (on Dask: maybe queued)
+        self.baseline = {}       # name -> (samples, time) when the run was first seen moving
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True) if every > 0 else None
 
@@ -524,6 +540,8 @@ class _StatusReporter:
 
     def __exit__(self, *exc):
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()          # wakes at once: no progress line after the sweep's table
 
     def _run(self):
         while not self._stop.wait(self.every):
@@ -535,8 +553,16 @@ class _StatusReporter:
         lines = []
         for name, spec in list(self.in_flight.items()):
             done, budget = trained_samples(spec.config["out"]), spec.config["samples"]
-            start_samples, start_time = self.first.setdefault(name, (done, now))
-            line = f"[{time.strftime('%H:%M')}] {name}: {done:,} of {budget:,} samples ({100 * done / budget:.1f}%)"
+            stamp = f"[{time.strftime('%H:%M')}] {name}:"
+            if not done:
+                lines.append(f"{stamp} no checkpoint yet (starting, queued, or on a worker whose folders this "
+                             f"machine does not see)")
+                continue
+            start_samples, start_time = self.baseline.setdefault(name, (done, now))
+            if done == start_samples:
+                # not moving yet (queued, loading data): the rate is measured from when it moves
+                self.baseline[name] = (done, now)
+            line = f"{stamp} {done:,} of {budget:,} samples ({100 * done / budget:.1f}%)"
             if done > start_samples and now > start_time:
                 rate = (done - start_samples) / (now - start_time)
                 left = (budget - done) / rate
@@ -581,7 +607,7 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
             with Client(scheduler, security=security) as client:
                 futures = {client.submit(run_spec, s, data_dir, pure=False,
                                          key=f"npvae-{s.name}-{time.time_ns()}"): s for s in todo}
-                status.in_flight.update({s.name: s for s in todo})      # queued ones show 0% until they start
+                status.in_flight.update({s.name: s for s in todo})       # queued ones too: Dask starts them
                 interrupt.cancel = lambda: client.cancel([f for f in futures if not f.done()])
                 for fut in as_completed(futures):
                     try:
@@ -639,18 +665,18 @@ class SweepCommand:
 
 
 def parse_command(argv, own_options):
-    """(smoke, {option: value} of the executor's and own_options, the rest: TrainConfig overrides,
-    executor_options' tuple) from a sweep script's argv.  --status (say where the sweep stands,
-    run nothing) is returned in the options as {"status": True}."""
+    """(smoke, status, {option: value} of the executor's and own_options, the rest: TrainConfig
+    overrides, executor_options' tuple) from a sweep script's argv.  smoke: --smoke (the whole
+    pipeline in seconds); status: --status (say where the sweep stands, train nothing)."""
     argv = list(argv)
     flags = {}
     for flag in ("--smoke", "--status"):
+        if any(a.startswith(flag + "=") for a in argv):
+            raise ConfigError(f"{flag} takes no value: {flag}")
         flags[flag] = flag in argv
         argv = [a for a in argv if a != flag]
     opts, rest = split_options(argv, EXECUTOR_OPTIONS + tuple(own_options))
-    if flags["--status"]:
-        opts["status"] = True
-    return flags["--smoke"], opts, rest, executor_options(opts)
+    return flags["--smoke"], flags["--status"], opts, rest, executor_options(opts)
 
 
 def command_main(argv, doc, script, plan):
@@ -672,6 +698,9 @@ def command_main(argv, doc, script, plan):
         trained = trained_samples(s.config["out"])
         print(f"  {s.name}: {s.action}" + (f" (at {trained:,} samples)" if trained and s.action == "resume" else ""))
     if command.status_only:
+        if not os.path.isdir(command.out):
+            print(f"no runs in {command.out} yet")
+            return 0
         _, table = command.redraw()
         print(table)
         print(f"figure: {command.figure}")

@@ -164,11 +164,10 @@ class StopFlag:
     """Ctrl-C sets a flag; the loop stops at the next step boundary, so the checkpoint is consistent.
     A second Ctrl-C raises KeyboardInterrupt at once.  message: printed to stderr at the first."""
 
-    def __init__(self, message=None, notify=None):
+    def __init__(self, message=None):
         self.set = False
         self._old = None
         self.message = message
-        self.notify = notify         # called with the message instead of printing it (e.g. a run's log)
 
     def __enter__(self):
         try:
@@ -182,10 +181,7 @@ class StopFlag:
             raise KeyboardInterrupt
         self.set = True
         if self.message:
-            if self.notify is not None:
-                self.notify(self.message)
-            else:
-                print(self.message, file=sys.stderr, flush=True)
+            print(self.message, file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -297,10 +293,12 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
     bar = _progress(config, budget, state.samples)
     last_ckpt = time.monotonic()
     status = "finished"
-    # said at once: an evaluation (the App. D estimate takes minutes) may hold the stop a while
-    stopping = ("Ctrl-C: stopping after this step" + (" and evaluation" if config.metric == "marginal" else "") +
+    # Said at once to a user watching the progress bar: an evaluation (the App. D estimate takes
+    # minutes) may hold the stop a while.  A sweep's runs (no bar) leave it to the sweep, which says
+    # it once for all of them; nothing is written to a log file from inside the signal handler.
+    stopping = ("\nCtrl-C: stopping after this step" + (" and evaluation" if config.metric == "marginal" else "") +
                 ", with a checkpoint (Ctrl-C again stops at once, losing the work since the last checkpoint)")
-    with StopFlag(stopping, notify=None if config.progress else log) as stop:
+    with StopFlag(stopping if config.progress else None) as stop:
         t0 = time.perf_counter() - state.seconds
         while state.samples < budget:
             if state.epoch_pos + M > n_train:                       # a new epoch

@@ -3,6 +3,7 @@ the others, the figure and table from whatever the runs wrote, and the Dask path
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -97,7 +98,9 @@ def test_figure2_smoke(dataset, needs, tmp_path):
     if not have(needs):
         pytest.skip(f"{needs} not found: set NPVAE_DATA_DIR")
     out = tmp_path / "sweep"
-    _, rows = run_sweep_script("figure2.py", out, f"--dataset={dataset}", "--smoke", table="fig2_table")
+    stdout, rows = run_sweep_script("figure2.py", out, f"--dataset={dataset}", "--smoke", "--status_every=0.5",
+                                    table="fig2_table")
+    assert re.search(r"^\[\d\d:\d\d\] (aevb|wakesleep)_nz\d+: ", stdout, re.M)         # progress lines
     assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
     assert {r["algorithm"] for r in rows} == {"aevb", "wakesleep"} and (out / "fig2.png").stat().st_size > 5000
     again, _ = run_sweep_script("figure2.py", out, f"--dataset={dataset}", "--smoke")
@@ -188,7 +191,8 @@ def _protocols_plan():
     (["--binarize=static"], "choose among them with --protocols"),
     (["--protocols=dynamic,grey"], "--protocols must be among dynamic, static, none"),
     (["--dataset=frey"], "binarization is MNIST's question"),
-    (["--protocols=dynamic", "--static_run=runs/x"], "--static_run names a protocol not in --protocols"),
+    (["--static_run=runs/x", "--none_run=runs/x"], "--static_run and --none_run"),
+    (["--dynamic_run=runs/protocols/static"], "name one folder"),
     (["--nz=0"], "nz"),
 ])
 def test_the_protocol_sweep_refuses_bad_options_in_one_line(argv, message):
@@ -216,6 +220,12 @@ def test_a_protocol_run_living_in_another_sweep_resumes_there_and_must_be_the_sa
     result = sweep.run_spec(other)
     assert result["status"] == "failed" and "differs from this sweep in nz" in result["reason"]
     assert (elsewhere / "checkpoint.npz").read_bytes() == before
+    # left out of --protocols, the run living elsewhere is drawn and tabulated, not trained
+    drawn = _protocols_plan()([f"--out={tmp_path / 'protocols'}", f"--dynamic_run={elsewhere}", "--hidden=8",
+                               "--protocols=static,none"])
+    assert [s.name for s in drawn.specs] == ["static", "none"]
+    rows, _ = drawn.redraw()
+    assert [(r["binarize"], r["trained"]) for r in rows] == [("dynamic", 60), ("static", 0), ("none", 0)]
 
 
 def test_the_protocol_table_and_figure_give_each_gap_beside_the_papers(tmp_path):
@@ -247,40 +257,73 @@ def test_protocols_smoke(tmp_path):
 
 
 def test_the_status_lines_give_each_run_in_flight_its_progress_rate_and_time_left(monkeypatch):
-    trained = {"runs/a": 1_000}
+    trained = {"runs/a": 1_000, "runs/b": 5_000_000, "runs/q": 0}
     monkeypatch.setattr(sweep, "trained_samples", lambda folder: trained[folder])
     reporter = sweep._StatusReporter(0, print)
-    reporter.in_flight["aevb_nz20"] = sweep.RunSpec("aevb_nz20", {"out": "runs/a", "samples": 1_901_000}, "resume")
-    reporter.in_flight["big"] = sweep.RunSpec("big", {"out": "runs/b", "samples": 730_000_000}, "resume")
-    trained["runs/b"] = 0
-    first, _ = reporter.lines(now=100.0)
+    for name, folder, budget in (("aevb_nz20", "runs/a", 1_901_000), ("big", "runs/b", 730_000_000),
+                                 ("queued", "runs/q", 1_000_000)):
+        reporter.in_flight[name] = sweep.RunSpec(name, {"out": folder, "samples": budget}, "resume")
+    first, big, queued = reporter.lines(now=100.0)
     assert first.endswith("aevb_nz20: 1,000 of 1,901,000 samples (0.1%)")         # no rate before a second look
-    trained["runs/a"] = 101_000
-    trained["runs/b"] = 10_000_000
-    second, big = reporter.lines(now=200.0)
-    assert big.endswith("big: 10,000,000 of 730,000,000 samples (1.4%), 100,000 samples/s, about 2.0 h to go")
+    assert queued.endswith("queued: no checkpoint yet (starting, queued, or on a worker whose folders this "
+                           "machine does not see)")
+    trained.update({"runs/a": 101_000, "runs/b": 15_000_000})
+    second, big, _ = reporter.lines(now=200.0)
     assert second.endswith("aevb_nz20: 101,000 of 1,901,000 samples (5.3%), 1,000 samples/s, about 30 min to go")
+    assert big.endswith("big: 15,000,000 of 730,000,000 samples (2.1%), 100,000 samples/s, about 2.0 h to go")
     trained["runs/a"] = 1_841_000
     assert reporter.lines(now=1940.0)[0].endswith("(96.8%), 1,000 samples/s, about 1 min to go")
-    reporter.in_flight.pop("aevb_nz20")
-    reporter.in_flight.pop("big")
-    assert reporter.lines(now=2000.0) == []
+    # a run that stood still (queued, loading its data) is timed from when it moves, not from its first look
+    trained["runs/q"] = 10_000
+    reporter.lines(now=2000.0)
+    reporter.lines(now=5000.0)
+    trained["runs/q"] = 20_000
+    assert reporter.lines(now=5010.0)[2].endswith("(2.0%), 1,000 samples/s, about 16 min to go")
+    for name in ("aevb_nz20", "big", "queued"):
+        reporter.in_flight.pop(name)
+    assert reporter.lines(now=6000.0) == []
 
 
 def test_status_says_where_the_sweep_stands_and_trains_nothing(tmp_path):
     """--status: the plan, with the samples each resumable run has trained, and the table; no run starts."""
-    import subprocess
-    import sys
     base = base_config(tmp_path, dataset="frey", samples=50_000)
     half = dataclasses.replace(base, nz=5, out=str(tmp_path / "aevb_nz5"))
     train(half, data=toy_data(), callback=lambda learner, st: st.steps == 7, log=lambda *_: None)
     before = (tmp_path / "aevb_nz5" / "checkpoint.npz").read_bytes()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "figure2.py"), "--dataset=frey", "--status",
-                           "--nz=5", "--samples=5e4", f"--out={tmp_path}", "--hidden=8", "--batch_size=20",
-                           "--warmup=2"], capture_output=True, text=True, timeout=120, env=dict(os.environ, MPLBACKEND="Agg"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "aevb_nz5: resume (at 140 samples)" in proc.stdout and "wakesleep_nz5: new" in proc.stdout
-    assert "| frey | 5 | aevb |" in proc.stdout and "| 140 | interrupted |" in proc.stdout
+    stdout, _ = run_sweep_script("figure2.py", tmp_path, "--dataset=frey", "--status", "--nz=5", "--samples=5e4",
+                                 "--hidden=8", "--batch_size=20", "--warmup=2")
+    assert "aevb_nz5: resume (at 140 samples)" in stdout and "wakesleep_nz5: new" in stdout
+    assert "| frey | 5 | aevb |" in stdout and "| 140 | interrupted |" in stdout
     assert (tmp_path / "aevb_nz5" / "checkpoint.npz").read_bytes() == before
     assert not (tmp_path / "wakesleep_nz5").exists()
+    stdout, _ = run_sweep_script("figure2.py", tmp_path / "none", "--dataset=frey", "--status")
+    assert f"no runs in {tmp_path / 'none'} yet" in stdout and not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--status=1"], "--status takes no value"),
+    (["--smoke=yes"], "--smoke takes no value"),
+    (["--status_every=-1"], "--status_every must be a number of seconds >= 0"),
+    (["--status_every=nan"], "--status_every must be a number of seconds >= 0"),
+    (["--status_every=inf"], "--status_every must be a number of seconds >= 0"),
+    (["--status_every=soon"], "cannot read --jobs, --threads or --status_every"),
+    (["--jobs=0"], "--jobs and --threads must be positive"),
+])
+def test_the_sweep_options_refuse_bad_values_in_one_line(argv, message):
+    from npvae.config import ConfigError
+    with pytest.raises(ConfigError) as e:
+        sweep.parse_command(argv, ())
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_run_that_appeared_after_planning_is_never_overwritten(tmp_path):
+    """Planned "new", but a checkpoint is there when the run starts (another sweep, or two runs
+    sharing a folder): the run fails with the reason and the checkpoint is untouched."""
+    base = base_config(tmp_path, out=str(tmp_path / "aevb_nz2"))
+    spec, = sweep.plan_runs({"aevb_nz2": base})
+    assert spec.action == "new"
+    train(base, data=toy_data(), callback=lambda learner, st: st.steps == 3, log=lambda *_: None)
+    before = (tmp_path / "aevb_nz2" / "checkpoint.npz").read_bytes()
+    result = sweep.run_spec(spec)
+    assert result["status"] == "failed" and "a run appeared in" in result["reason"]
+    assert (tmp_path / "aevb_nz2" / "checkpoint.npz").read_bytes() == before

@@ -136,17 +136,16 @@ def test_lr_probe_picks_by_training_progress_and_then_runs_as_if_given(tmp_path)
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, capsys):
     import signal
 
     def press_ctrl_c(learner, st):
         if st.steps == 12:
             os.kill(os.getpid(), signal.SIGINT)       # the real signal, delivered to the handler
-    cfg = toy_config(tmp_path, samples=2000)
-    said = []
-    s = train(cfg, data=toy_data(), callback=press_ctrl_c, log=said.append)
+    cfg = toy_config(tmp_path, samples=2000, progress=True)
+    s = train(cfg, data=toy_data(), callback=press_ctrl_c, log=lambda *_: None)
     assert s["status"] == "interrupted" and s["steps"] == 12
-    assert sum(line.startswith("Ctrl-C: stopping after this step, with a checkpoint") for line in said) == 1
+    assert capsys.readouterr().err.count("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again") == 1
     with np.load(os.path.join(cfg.out, "checkpoint.npz")) as z:
         assert list(z["counters"][:2]) == [240, 12]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # handler restored
