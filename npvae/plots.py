@@ -97,10 +97,17 @@ def draw_fig2_panel(ax, curves, paper_values=None, title="", paper_budget=1e8):
 
 
 def fit_y(ax, curves, paper_values, left):
-    """A y range that shows the curves right of `left` and the paper's values."""
+    """A y range that shows the curves right of `left` and the paper's values.  Points far below the
+    rest (under Tukey's outer fence, Q1 - 3 IQR: a freshly initialized model's first evaluation,
+    such as full-batch MCEM's log p(x) = 784 log 1/2 before its first update) run off the bottom
+    rather than squeeze every curve into a sliver of the panel."""
     ys = [np.asarray(h, float).reshape(-1, 4) for h in curves.values() if len(h)]
     ys = np.concatenate([h[h[:, 0] >= left][:, 2:].ravel() for h in ys] +
                         [np.ravel(list((paper_values or {}).values())), np.zeros(0)])
+    ys = ys[np.isfinite(ys)]
+    if ys.size >= 8:
+        q1, q3 = np.percentile(ys, [25, 75])
+        ys = ys[ys >= q1 - 3 * (q3 - q1)]
     if ys.size:
         lo, hi = ys.min(), ys.max()
         ax.set_ylim(lo - 0.05 * (hi - lo) - 1e-9, hi + 0.08 * (hi - lo) + 1e-9)

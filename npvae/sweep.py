@@ -227,15 +227,18 @@ def write_table(rows, out, name="fig2_table", columns=FIG2_COLUMNS):
     return text
 
 
-def _legend_of_every_panel(panels, target):
-    """One legend (in target) with every curve of every panel: a panel may lack an algorithm that
-    others have (a run not started yet), and the legend must still name it.  The paper's marker last."""
+def _legend_of_every_panel(panels, fig):
+    """One legend, below the panels, with every curve of every panel: a panel may lack an algorithm
+    that others have (a run not started yet), and the legend must still name it; below them, it
+    hides no curve.  The paper's marker last.  Returns the legend."""
     handles = {}
     for ax in panels:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     labels = sorted(handles, key=lambda label: label.startswith("paper"))       # stable: curves in order
-    target.legend([handles[k] for k in labels], labels, fontsize=7, loc="lower right")
+    # two rows, filled column by column: each curve's train and test stand one above the other
+    return fig.legend([handles[k] for k in labels], labels, fontsize=7, loc="lower center",
+                      ncol=max(1, -(-len(labels) // 2)), frameon=False)
 
 
 def draw_panels(rows, path, panel_key, panel_title, ylabel, curve_key="algorithm", paper_budget=1e8,
@@ -258,8 +261,11 @@ def draw_panels(rows, path, panel_key, panel_title, ylabel, curve_key="algorithm
         left = plots.draw_fig2_panel(ax, curves, marks, panel_title(key), paper_budget=paper_budget)
         plots.fit_y(ax, curves, marks, left)
     axes[0][0].set_ylabel(ylabel)
-    _legend_of_every_panel(axes[0], axes[0][-1])
-    fig.tight_layout()
+    legend = _legend_of_every_panel(axes[0], fig)
+    below = 0.05 + 0.17 * min(2, len(legend.get_texts()))                      # inches: the legend's rows
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + below)                                   # the panels keep their size
+    fig.tight_layout(rect=(0, below / (height + below), 1, 1))
     plots._save(fig, path)
 
 

@@ -158,8 +158,9 @@ def test_the_legend_names_every_curve_of_every_panel():
     full = {"aevb": [[1e5, 1, -150, -151], [1e6, 2, -120, -121]], "wakesleep": [[1e5, 1, -160, -161]]}
     plots.draw_fig2_panel(axes[0], full, {"aevb": (-97, -100)})
     plots.draw_fig2_panel(axes[1], {"aevb": full["aevb"]}, {"aevb": (-97, -100)})
-    _legend_of_every_panel(axes, axes[1])
-    labels = [t.get_text() for t in axes[1].get_legend().get_texts()]
+    legend = _legend_of_every_panel(axes, fig)
+    assert fig.legends == [legend]
+    labels = [t.get_text() for t in legend.get_texts()]
     assert {"AEVB train", "AEVB test", "wake-sleep train", "wake-sleep test"} <= set(labels)
     assert labels[-1].startswith("paper") and len(labels) == len(set(labels))
     plt.close(fig)
@@ -327,3 +328,23 @@ def test_a_run_that_appeared_after_planning_is_never_overwritten(tmp_path):
     result = sweep.run_spec(spec)
     assert result["status"] == "failed" and "a run appeared in" in result["reason"]
     assert (tmp_path / "aevb_nz2" / "checkpoint.npz").read_bytes() == before
+
+
+def test_the_y_range_shows_every_curve_but_lets_a_far_outlier_run_off():
+    """fit_y: the curves right of `left` and the paper's values are inside the y range, except a
+    point far below the rest (a fresh model's first evaluation), which would squash the panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from npvae import plots
+    curves = {"aevb": [[1e5, 1, -200, -198], [1e6, 2, -150, -149], [1e7, 3, -131, -135]],
+              "mcem": [[1e5, 1, -543, -543], [1e6, 2, -210, -205], [1e7, 3, -199, -194]]}
+    marks = {"aevb": (-131, -138), "mcem": (-147, -148.5)}
+    fig, ax = plt.subplots()
+    plots.fit_y(ax, curves, marks, 1e5)
+    lo, hi = ax.get_ylim()
+    assert lo < -210 and hi > -131 and lo > -543               # everything but the first MCEM point
+    curves["mcem"][0][2:] = [-220, -219]                        # no outlier: all of it shows
+    plots.fit_y(ax, curves, marks, 1e5)
+    assert ax.get_ylim()[0] < -220
+    plt.close(fig)
