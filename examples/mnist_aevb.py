@@ -1,7 +1,7 @@
 """AEVB on MNIST, the paper's model (§5): 500 tanh hidden units, Nz = 20, Bernoulli decoder,
 Adagrad (step 0.01, 10 warm-up minibatches), M = 100, L = 1, init N(0, 0.01^2), prior on weights.
 
-    python examples/mnist_aevb.py                      # default budget (about 10 minutes here)
+    python examples/mnist_aevb.py                      # default budget (about 6 minutes here)
     python examples/mnist_aevb.py --smoke              # a few seconds: checks that everything runs
     python examples/mnist_aevb.py --nz=2 --samples=1e6 --out=runs/mnist_nz2
     python examples/mnist_aevb.py --resume runs/mnist --samples=1e7   # continue a run to a larger budget
