@@ -176,8 +176,9 @@ def test_the_harness_picks_the_step_by_step_threads(step_threads, expected):
     learner = AEVB(TrainConfig(nz=3, hidden=(9,), step_threads=step_threads), 13, 100, np.random.default_rng(0),
                    binary=True)
     assert type(learner.fast) is expected
-    automatic = AEVB(TrainConfig(nz=3, hidden=(9,)), 13, 100, np.random.default_rng(0))
-    assert type(automatic.fast) is (TwoThreadStep if blas.get_threads() >= 2 else FastStep)
+    for threads, automatic in ((2, TwoThreadStep), (1, FastStep)):     # float64: two threads only on two BLAS threads
+        with blas.threads(threads):
+            assert type(AEVB(TrainConfig(nz=3, hidden=(9,)), 13, 100, np.random.default_rng(0)).fast) is automatic
     single = AEVB(TrainConfig(nz=3, hidden=(9,), dtype="float32"), 13, 100, np.random.default_rng(0))
     assert type(single.fast) is FastStep           # float32: the serial step unless asked
 
