@@ -1,7 +1,9 @@
 """The benchmarks run (CI runs their quick modes).  No speed is asserted here: speed targets
 live in benchmarks/ and are read off their output, never in timed tests."""
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 
@@ -42,14 +44,20 @@ def test_bench_kernels_quick():
                    "adagrad_update (795k parameters)"):
         assert f"{kernel}  float64" in out and f"{kernel}  float32" in out, kernel
     assert "slowest kernel/reference ratio" in out
+    medians = [float(m) for m in re.findall(r"median\s+([-\d.]+)", out)]
+    assert len(medians) >= 2 * 9 * 2 and all(math.isfinite(t) and t > 0 for t in medians)   # a time per variant
 
 
 def test_bench_threads_quick():
     out = run("bench_threads.py", "--quick")
     for line in ("serial", "python thread", "numba parallel", "blas 2 threads", "2 python threads x half batch"):
         assert out.count(line) >= 2, line           # one row per dtype
+    times = [float(m) for m in re.findall(r"([\d.]+)\s+\([\d.]+ x ", out)]                 # ms, (ratio x ...)
+    assert len(times) >= 10 and all(math.isfinite(t) and t > 0 for t in times)
 
 
 def test_bench_sweep_one_case():
     out = run("bench_sweep.py", "--case", "mnist/wakesleep/float32", "--rounds", "1", "--seconds", "0.3")
     assert "1 job x 2 threads" in out and "2 jobs x 1 thread" in out and "sparse first layer" in out
+    rates = [int(r.replace(",", "")) for r in re.findall(r"thread[s]?\s+([\d,]+)/s", out)]
+    assert len(rates) == 2 and min(rates) > 0                      # training samples per second, both layouts
