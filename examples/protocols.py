@@ -1,7 +1,7 @@
 """Which MNIST protocol did Figure 2 use?  The same model under each binarization, on one plot.
 
-    python examples/protocols.py --samples=1e8 --dtype=float32 --eval_per_decade=10 \
-        --dynamic_run=runs/fig2_mnist/aevb_nz20      # the Figure 2 sweep's run is the dynamic one
+    # the Figure 2 sweep's run is the dynamic one:
+    python examples/protocols.py --samples=1e8 --dtype=float32 --eval_per_decade=10 --dynamic_run=runs/fig2_mnist/aevb_nz20
     python examples/protocols.py --smoke             # the whole pipeline in seconds
 
 The paper does not say how it binarized MNIST.  This sweep trains Figure 2's MNIST model (AEVB,
