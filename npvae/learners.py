@@ -27,7 +27,7 @@ from .data import gather_minibatch
 from .fast import (FastDecoderJoint, FastStep, FastWakeSleep, TwoThreadStep, two_thread_reason,
                    unsupported_reason)
 from .kernels import bernoulli_log_lik_and_dlogits
-from .marginal import ADAPT_SMOOTHING, adapt_step_size, hmc_log_px, hmc_transition
+from .marginal import ADAPT_SMOOTHING, adapt_step_size, best_starts, hmc_log_px, hmc_transition
 from .marginal import _vae_log_joint
 from .model import VAE, decoder_backward, decoder_forward
 from .optim import has_prior, make_optimizer
@@ -288,7 +288,7 @@ class MCEM(Learner):
     takes many updates per chain transition and the chains drift (``npvae.sweep.plan_figure3``).
     The VAE object's encoder is carried untrained, so that the run folder holds a full VAE; nothing
     uses it: evaluation is the Appendix D estimate of log p(x) (``--metric=marginal``) with chains
-    started at z = 0.
+    started at the best of z = 0, prior draws and the training chains (``_marginal_start``).
     """
 
     name = "mcem"
@@ -355,8 +355,21 @@ class MCEM(Learner):
         _, grads = decoder_backward(dlogits, dec_cache)
         return -float((log_px + log_pz).mean()), grads
 
+    START_PRIOR_DRAWS = 256
+    START_CHAINS = 2000
+
     def _marginal_start(self, x):
-        return {"z0": np.zeros((len(x), self.vae.arch.z_dim)), "step_size": 0.1}
+        """No encoder: each App. D chain starts at the best (highest log p(x, z)) of z = 0, 256 prior
+        draws (a fixed generator: every evaluation tries the same) and up to 2000 of the training
+        chains' current positions (all of them for N <= 2000, else the first 1000, where the
+        training evaluation set's own chains are, and 1000 spread over the rest)."""
+        prior = np.random.default_rng([self.config.eval_seed, 5]).standard_normal(
+            (self.START_PRIOR_DRAWS, self.vae.arch.z_dim))
+        n = len(self.z)
+        take = np.arange(n) if n <= self.START_CHAINS else np.concatenate(
+            [np.arange(self.START_CHAINS // 2), np.linspace(self.START_CHAINS // 2, n - 1, self.START_CHAINS // 2).astype(int)])
+        candidates = np.concatenate([np.zeros((1, self.vae.arch.z_dim)), prior, self.z[take]])
+        return {"z0": best_starts(self.vae, x.astype(self.vae.dtype, copy=False), candidates), "step_size": 0.1}
 
     def state_arrays(self):
         return {**super().state_arrays(), **_save_optimizer("opt", self.opt), "mcem/z": self.z,

@@ -422,3 +422,41 @@ def test_importance_sampling_rejects_bad_input():
         M.importance_sampled_log_px(model.target(xl), None, 10, rng=rng)
     with pytest.raises(TypeError, match="rng"):
         M.importance_sampled_log_px(vae, x, 10, rng=None)
+
+
+def test_best_starts_picks_each_datapoints_most_probable_candidate():
+    """best_starts: per datapoint the candidate of highest log p(x, z), the same chunked or not,
+    ties to the first; a candidate near a datapoint's posterior mode wins over z = 0."""
+    from npvae.marginal import _vae_log_joint, best_starts
+    vae = VAE(12, 2, (7,), "bernoulli", seed=4, dtype=np.float64, init_std=1.5)
+    rng = np.random.default_rng(0)
+    x = (rng.random((9, 12)) < 0.5).astype(np.float64)
+    candidates = np.concatenate([np.zeros((1, 2)), rng.standard_normal((40, 2)) * 2.0])
+    lp = np.asarray(_vae_log_joint(vae, x)(np.broadcast_to(candidates[:, None, :], (41, 9, 2)), grad=False)[0])
+    expected = candidates[lp.argmax(axis=0)]
+    for chunk in (1, 7, 64):
+        np.testing.assert_array_equal(best_starts(vae, x, candidates, chunk=chunk), expected)
+    twice = np.concatenate([candidates, candidates])                  # ties: the first copy
+    np.testing.assert_array_equal(best_starts(vae, x, twice, chunk=5), expected)
+    with pytest.raises(ValueError, match="candidates must have shape"):
+        best_starts(vae, x, np.zeros((3, 5)))
+
+
+def test_mcem_evaluation_starts_its_chains_at_the_best_candidate(tmp_path):
+    """MCEM has no encoder: its App. D chains start at the best of z = 0, prior draws and the
+    training chains, so a training point whose own chain sits at its posterior mode starts there."""
+    from npvae.config import TrainConfig
+    from npvae.learners import MCEM
+    from npvae.marginal import _vae_log_joint
+    config = TrainConfig(algorithm="mcem", metric="marginal", nz=2, hidden=(7,), dtype="float64", init_std=1.5)
+    learner = MCEM(config, 12, 30, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = (rng.random((5, 12)) < 0.5).astype(np.float64)
+    target = _vae_log_joint(learner.vae, x)
+    grid = np.stack(np.meshgrid(np.linspace(-4, 4, 81), np.linspace(-4, 4, 81)), -1).reshape(-1, 2)
+    lp = np.asarray(target(np.broadcast_to(grid[:, None, :], (len(grid), 5, 2)), grad=False)[0])
+    modes = grid[lp.argmax(axis=0)]                                       # each point's grid mode
+    learner.z[:5] = modes                                                 # as if the chains had found them
+    z0 = learner._marginal_start(x)["z0"]
+    np.testing.assert_array_equal(z0, modes)
+    assert (np.asarray(target(z0, grad=False)[0]) >= np.asarray(target(np.zeros((5, 2)), grad=False)[0])).all()
