@@ -19,9 +19,10 @@ sweeps from training it at once) and must be the same run as this sweep's, or it
 failed with the difference; if its protocol is left out of --protocols, it is drawn and
 tabulated but not trained (while the Figure 2 sweep trains it):
 
-    python examples/protocols.py --protocols=static,none --dynamic_run=runs/fig2_mnist/aevb_nz20 ...  After every run the sweep redraws protocols.png (the curves of every
-protocol, train solid and test dashed, the paper's Fig. 2 end values in black) and
-protocols_table.md / .csv (each protocol at the budget its run reached, with train - test beside
+    python examples/protocols.py --protocols=static,none --dynamic_run=runs/fig2_mnist/aevb_nz20 ...
+
+After every run the sweep redraws protocols.png (the curves of every protocol, train solid and
+test dashed, the paper's Fig. 2 end values in black) and protocols_table.md / .csv (each protocol at the budget its run reached, with train - test beside
 the paper's gap).  Re-running the command skips finished runs, resumes the others and extends them
 to a larger --samples; Ctrl-C stops with checkpoints.
 
@@ -53,7 +54,7 @@ def plan(argv):
     # a --X_run whose protocol is not in --protocols is drawn, not trained (another sweep trains it)
     shown = tuple(p for p in sweep.PROTOCOLS if p in protocols or p in where)
     out = base.out
-    sweep.plan_protocols(base, out, shown, where)                  # refuses two protocols in one folder
+    sweep.protocol_folders(out, shown, where)                      # refuses two protocols in one folder
     specs = sweep.plan_protocols(base, out, protocols, where)
     for spec in specs:
         TrainConfig.from_dict(spec.config).validate()

@@ -37,8 +37,7 @@ PRIORITY = {"mnist": (20, 3, 5, 10, 200), "frey": (5, 2, 10, 20)}
 def fig2_base(dataset, **overrides):
     """The Figure 2 runs' protocol for a dataset (§5): 500 hidden units for MNIST, 200 for Frey Face,
     the step size the paper's rule picked here (0.01, 0.02), 1e8 samples; everything else TrainConfig's."""
-    from .paper import HIDDEN
-    return TrainConfig(**{"dataset": dataset, "hidden": (HIDDEN[dataset],), "samples": 100_000_000,
+    return TrainConfig(**{"dataset": dataset, "hidden": (paper.HIDDEN[dataset],), "samples": 100_000_000,
                           "lr": 0.01 if dataset == "mnist" else 0.02, "out": f"runs/fig2_{dataset}", "figures": False,
                           **overrides})
 
@@ -368,8 +367,16 @@ PROTOCOL_COLUMNS = (("binarize", "binarize", ""), ("folder", "run", ""), ("sampl
 
 def protocol_folders(out, protocols=PROTOCOLS, where=None):
     """{protocol: run folder}: <out>/<protocol>, unless ``where`` puts one elsewhere (the dynamic
-    run is the Figure 2 sweep's own MNIST Nz = 20 AEVB run, which need not be trained twice)."""
-    return {b: (where or {}).get(b) or os.path.join(out, b) for b in protocols}
+    run is the Figure 2 sweep's own MNIST Nz = 20 AEVB run, which need not be trained twice).
+    Raises ConfigError if two protocols would share a folder."""
+    folders = {b: (where or {}).get(b) or os.path.join(out, b) for b in protocols}
+    real = {}
+    for b, folder in folders.items():
+        other = real.setdefault(os.path.realpath(folder), b)
+        if other != b:       # two runs in one folder: the second would find (and refuse) the first's
+            raise ConfigError(f"--{other}_run and --{b}_run (or the default {os.path.join(out, b)}) name one folder, "
+                              f"{folder}: each protocol needs its own")
+    return folders
 
 
 def plan_protocols(base, out, protocols=PROTOCOLS, where=None, budget=None):
@@ -377,12 +384,6 @@ def plan_protocols(base, out, protocols=PROTOCOLS, where=None, budget=None):
     A run that lives in another sweep's folder resumes there: each run's lock keeps two sweeps
     from training it at once, and a resume refuses a folder whose run differs from this one."""
     folders = protocol_folders(out, protocols, where)
-    real = {}
-    for b, folder in folders.items():
-        other = real.setdefault(os.path.realpath(folder), b)
-        if other != b:       # two runs in one folder: the second would find (and refuse) the first's
-            raise ConfigError(f"--{other}_run and --{b}_run (or the default {os.path.join(out, b)}) name one folder, "
-                              f"{folder}: each protocol needs its own")
     return plan_runs({b: dataclasses.replace(base, binarize=b, out=folders[b]) for b in protocols}, budget)
 
 
