@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from npvae.config import quiet_broken_pipe
 from npvae.fileio import atomic_path
 
 
@@ -43,6 +44,7 @@ def study_parser(name, doc):
     return p
 
 
+@quiet_broken_pipe
 def run(main_body, argv):
     """Call main_body(argv); a UsageError becomes `error: ...` on stderr and exit code 2."""
     try:

@@ -15,6 +15,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from npvae import paper, plots  # noqa: E402
+from npvae.config import quiet_broken_pipe  # noqa: E402
 
 
 def read_run(folder):
@@ -30,6 +31,7 @@ def read_run(folder):
     return config, rows
 
 
+@quiet_broken_pipe
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run folders")

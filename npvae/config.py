@@ -6,12 +6,30 @@ is, so a resume that changed one would silently splice two experiments: it is re
 fields (the budget, the display, where data are read from) may change between sessions.
 """
 import dataclasses
+import functools
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
     """A user's configuration mistake; the command line prints it as one line ``error: ...``."""
+
+
+def quiet_broken_pipe(main):
+    """Decorate a command's main so that output piped into a reader that stops early (``--help |
+    head``) ends the command quietly, as a Unix filter does, instead of with a BrokenPipeError
+    traceback.  Python's signal docs ("Note on SIGPIPE") give the recipe: point stdout at devnull
+    so that the interpreter's final flush cannot raise again."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141                    # 128 + SIGPIPE, what a shell reports for a killed filter
+    return wrapped
 
 
 def _f(default, help, resumable=False, choices=None):

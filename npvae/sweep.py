@@ -24,7 +24,7 @@ import traceback
 from dataclasses import dataclass
 
 from . import paper
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, quiet_broken_pipe
 from .fileio import atomic_path
 from .train import StopFlag
 
@@ -686,6 +686,7 @@ def parse_command(argv, own_options):
     return flags["--smoke"], flags["--status"], opts, rest, executor_options(opts)
 
 
+@quiet_broken_pipe
 def command_main(argv, doc, script, plan):
     """The command line every sweep script shares.  plan: argv -> SweepCommand, raising ConfigError
     for bad input (printed as one line, exit status 2).  The runs go to the executor, the table is

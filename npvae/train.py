@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import paper
-from .config import ConfigError, TrainConfig, help_text, parse_overrides
+from .config import ConfigError, TrainConfig, help_text, parse_overrides, quiet_broken_pipe
 from .data import TrainingData, load_training_data
 from .fileio import FolderLockedError, atomic_path, remove_stale_temps, run_lock
 from .learners import LEARNERS, evaluate_bound, prior_grads
@@ -489,6 +489,7 @@ def _no_data_message(config):
             f"not download it. Put it in a folder and pass --data_dir=FOLDER (or set NPVAE_DATA_DIR)")
 
 
+@quiet_broken_pipe
 def main(argv, defaults, smoke_overrides=None, prog=None):
     """Entry point for the example scripts: ``--smoke``, ``--resume DIR``, ``--overwrite``, ``--help``
     and ``--key=value`` overrides.  A user's mistake is one line ``error: ...`` on stderr, exit 2."""

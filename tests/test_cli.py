@@ -191,3 +191,46 @@ def test_config_from_an_older_run_takes_defaults_for_new_fields():
         TrainConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ConfigError, match="lr must be float"):
         TrainConfig.from_dict({**d, "lr": "0.1"})
+
+
+_PIPE_WRITER = """
+import sys
+from npvae.config import quiet_broken_pipe
+
+def main():
+    for i in range(200000):      # ~2 MB: far more than a pipe buffer holds, so the write must block
+        print("line", i)
+    return 0
+
+sys.exit(quiet_broken_pipe(main)() if sys.argv[1] == "quiet" else main())
+"""
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(wrapped):
+    """`python examples/figure3.py --help | head -1` printed a BrokenPipeError traceback.  The
+    reader here takes one line and closes the pipe while the writer still has megabytes to go, so
+    the writer always meets the closed pipe; the unwrapped writer shows that it would fail."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", _PIPE_WRITER, "quiet" if wrapped else "bare"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    if wrapped:
+        assert (proc.returncode, err) == (141, "")
+    else:
+        assert "BrokenPipeError" in err and proc.returncode != 0
+
+
+def test_every_command_entry_point_ends_quietly_on_a_closed_pipe():
+    """Every example and sweep goes through one of these three entry points; each carries the wrapper."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    import _study
+    from npvae import sweep, train as train_module
+    from npvae.config import quiet_broken_pipe
+    for entry in (train_module.main, sweep.command_main, _study.run):
+        assert entry.__code__ is quiet_broken_pipe(lambda: 0).__code__, entry
