@@ -365,21 +365,27 @@ def pick_learning_rate(config, data, log=_print):
 
     Each candidate trains from the same initialization with the same minibatches and noise (the
     same seed) for ``config.lr_probe`` samples; the training bound is then compared on (at most)
-    10,000 training points.  Returns (lr, {lr: bound}).
+    10,000 training points.  A run with ``--metric=marginal`` (MCEM, which has no bound) compares
+    instead the App. D estimate of log p(x) on its first ``eval_max`` training points, evaluating
+    once a decade (the HMC chains of an evaluation take a minute at N = 50,000).
+    Returns (lr, {lr: training bound or log p(x)}).
     """
     import tempfile
 
+    marginal = config.metric == "marginal"
+    what, key = ("log p(x) (App. D)", "train_log_px") if marginal else ("bound", "train_elbo")
+    evaluation = dict(eval_per_decade=1) if marginal else dict(eval_max=10_000, metric="bound")
     results = {}
     with tempfile.TemporaryDirectory(prefix="npvae_lr_probe_") as tmp:
         for lr in paper.LR_CANDIDATES:
             probe = dataclasses.replace(config, lr=lr, samples=config.lr_probe, lr_probe=0, progress=False,
-                                        figures=False, eval_max=10_000, metric="bound", out=os.path.join(tmp, str(lr)))
+                                        figures=False, out=os.path.join(tmp, str(lr)), **evaluation)
             try:
-                bound = train(probe, data=data, log=lambda *_: None)["train_elbo"]
+                value = train(probe, data=data, log=lambda *_: None)[key]
             except TrainingDiverged:
-                bound = float("nan")
-            results[lr] = bound
-            log(f"lr probe: step size {lr}: training bound {bound:.3f} after {config.lr_probe:,} samples")
+                value = float("nan")
+            results[lr] = value
+            log(f"lr probe: step size {lr}: training {what} {value:.3f} after {config.lr_probe:,} samples")
     finite = {lr: b for lr, b in results.items() if math.isfinite(b)}
     if not finite:
         raise TrainingDiverged(f"every step size in {paper.LR_CANDIDATES} diverged in the probe")

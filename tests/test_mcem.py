@@ -46,6 +46,23 @@ def test_mcem_learns_and_resumes_bitwise_with_its_chains(tmp_path):
     assert np.array_equal(history_a[:, [0, 2, 3]], history_b[:, [0, 2, 3]])      # evaluations too
 
 
+def test_mcem_lr_probe_picks_by_the_training_log_px_and_then_runs_as_if_given(tmp_path):
+    """MCEM has no bound: the paper's step-size rule (§5) compares its App. D estimate on training
+    points instead.  The picked run is the run one would get by giving that step size."""
+    data = toy_data(dynamic=False)
+    log = []
+    probed = train(mcem_config(tmp_path / "p", samples=1200, lr_probe=600), data=data, log=log.append)
+    results = {float(k): v for k, v in json.loads(probed["config"]["lr_probe_results"]).items()}
+    assert set(results) == {0.01, 0.02, 0.1} and all(np.isfinite(v) for v in results.values())
+    assert len(set(results.values())) == 3               # the candidates trained differently
+    best = max(results, key=results.get)
+    assert probed["config"]["lr"] == best and any("training log p(x) (App. D)" in line for line in log)
+    given = train(mcem_config(tmp_path / "d", samples=1200, lr=best), data=data, log=lambda *_: None)
+    a, b = params_of(str(tmp_path / "p" / "run")), params_of(str(tmp_path / "d" / "run"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert probed["train_log_px"] == given["train_log_px"]
+
+
 def test_an_mcem_step_moves_only_its_minibatch_chains_and_tunes_them_to_90_percent():
     data = toy_data(dynamic=False)
     config = TrainConfig(algorithm="mcem", metric="marginal", nz=2, hidden=(8,), batch_size=20, lr=1e-9, warmup=0)
@@ -87,7 +104,6 @@ def test_n_train_limits_what_a_run_trains_on(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (dict(algorithm="mcem"), "add --metric=marginal"),
     (dict(metric="marginal", nz=20), "for Nz <= 4"),
-    (dict(algorithm="mcem", metric="marginal", lr_probe=1000), "mcem has none"),
     (dict(n_train=70_000), "larger than the training set"),
     (dict(n_train=50, batch_size=100), "--batch_size 100 is larger than the training set (50 images)"),
     (dict(mcem_leapfrog=0), "--mcem_leapfrog must be positive"),
