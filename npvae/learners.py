@@ -268,6 +268,23 @@ class WakeSleep(Learner):
         _load_optimizer("opt.rec", self.rec_opt, arrays)
 
 
+START_PRIOR_DRAWS = 256
+START_FROM_TRAINING = 2000
+
+
+def start_candidates(train_z, eval_seed):
+    """Candidate starts of the App. D chains (``marginal.best_starts``): z = 0, 256 prior draws (a
+    generator seeded [eval_seed, 5]: every evaluation tries the same) and up to 2000 of the training
+    points' z (N, Z), MCEM's chains or an encoder's means: all of them for N <= 2000, else the first
+    1000, where the training evaluation set's own are, and 1000 spread over the rest."""
+    n, nz = train_z.shape
+    prior = np.random.default_rng([eval_seed, 5]).standard_normal((START_PRIOR_DRAWS, nz))
+    half = START_FROM_TRAINING // 2
+    take = np.arange(n) if n <= START_FROM_TRAINING else np.concatenate(
+        [np.arange(half), np.linspace(half, n - 1, half).astype(int)])
+    return np.concatenate([np.zeros((1, nz)), prior, train_z[take]])
+
+
 class MCEM(Learner):
     """Monte Carlo EM (the paper's Appendix E): the generative model alone, no encoder.
 
@@ -355,20 +372,10 @@ class MCEM(Learner):
         _, grads = decoder_backward(dlogits, dec_cache)
         return -float((log_px + log_pz).mean()), grads
 
-    START_PRIOR_DRAWS = 256
-    START_CHAINS = 2000
-
     def _marginal_start(self, x):
-        """No encoder: each App. D chain starts at the best (highest log p(x, z)) of z = 0, 256 prior
-        draws (a fixed generator: every evaluation tries the same) and up to 2000 of the training
-        chains' current positions (all of them for N <= 2000, else the first 1000, where the
-        training evaluation set's own chains are, and 1000 spread over the rest)."""
-        prior = np.random.default_rng([self.config.eval_seed, 5]).standard_normal(
-            (self.START_PRIOR_DRAWS, self.vae.arch.z_dim))
-        n = len(self.z)
-        take = np.arange(n) if n <= self.START_CHAINS else np.concatenate(
-            [np.arange(self.START_CHAINS // 2), np.linspace(self.START_CHAINS // 2, n - 1, self.START_CHAINS // 2).astype(int)])
-        candidates = np.concatenate([np.zeros((1, self.vae.arch.z_dim)), prior, self.z[take]])
+        """No encoder: each App. D chain starts at the best (highest log p(x, z)) of the
+        ``start_candidates`` built from the training chains' current positions."""
+        candidates = start_candidates(self.z, self.config.eval_seed)
         return {"z0": best_starts(self.vae, x.astype(self.vae.dtype, copy=False), candidates), "step_size": 0.1}
 
     def state_arrays(self):

@@ -440,6 +440,18 @@ def test_best_starts_picks_each_datapoints_most_probable_candidate():
     np.testing.assert_array_equal(best_starts(vae, x, twice, chunk=5), expected)
     with pytest.raises(ValueError, match="candidates must have shape"):
         best_starts(vae, x, np.zeros((3, 5)))
+    # own: one candidate per datapoint, tried first.  Give half the datapoints the shared winner as
+    # their own (a tie, so own is kept: the same values) and the rest a far-off z (the shared wins).
+    own = np.where(np.arange(9)[:, None] % 2 == 0, expected, 40.0)
+    np.testing.assert_array_equal(best_starts(vae, x, candidates, own=own), expected)
+    lp_best = np.asarray(_vae_log_joint(vae, x)(expected, grad=False)[0])
+    better = expected + 0.01 * rng.standard_normal(expected.shape)        # beats the winner where it is better
+    lp_better = np.asarray(_vae_log_joint(vae, x)(better, grad=False)[0])
+    picked = best_starts(vae, x, candidates, own=better)
+    np.testing.assert_array_equal(picked, np.where((lp_better >= lp_best)[:, None], better, expected))
+    assert 0 < (lp_better >= lp_best).sum() < 9                            # both cases occur
+    with pytest.raises(ValueError, match="own must have shape"):
+        best_starts(vae, x, candidates, own=np.zeros((8, 2)))
 
 
 def test_mcem_evaluation_starts_its_chains_at_the_best_candidate(tmp_path):

@@ -1,0 +1,58 @@
+"""examples/marginal_starts.py: the App. D estimate from the encoder's mean (the harness's own
+number) against the best candidate start."""
+import csv
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from npvae.train import train
+
+from .test_mcem import mcem_config
+from .test_train import toy_config, toy_data
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+import marginal_starts  # noqa: E402
+from _study import UsageError  # noqa: E402
+
+
+def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_differs_only_in_z0(tmp_path, capsys):
+    data = toy_data(dynamic=False)
+    config = toy_config(tmp_path, samples=2000, metric="marginal", eval_max=12, eval_per_decade=1, lr=0.05)
+    train(config, data=data, log=lambda *_: None)
+    results, cfg, samples, recorded = marginal_starts.compare_starts(config.out, data=data)
+    assert samples == 2000 and set(results) == {"train", "test"}
+    history = list(csv.DictReader(open(os.path.join(config.out, "history.csv"))))[-1]
+    for name in ("train", "test"):
+        by_mean, by_best, moved, n = results[name]
+        # the harness's generator and starts: its own number, to the 6 decimals history.csv keeps
+        assert by_mean == pytest.approx(float(history[f"{name}_log_px"]), abs=2e-6) and n == 12
+        assert np.isfinite(by_best) and 0.0 <= moved <= 1.0
+    assert recorded == pytest.approx((float(history["train_log_px"]), float(history["test_log_px"])), abs=1e-9)
+    # --points takes the first points only, and then has no history value to compare with
+    few, *_, none = marginal_starts.compare_starts(config.out, points=5, data=data)
+    assert few["test"][3] == 5 and none is None
+
+
+def test_refusals_are_one_line(tmp_path, capsys):
+    data = toy_data(dynamic=False)
+    mcem = mcem_config(tmp_path / "m", samples=400)
+    train(mcem, data=data, log=lambda *_: None)
+    with pytest.raises(UsageError, match="MCEM has no encoder"):
+        marginal_starts.compare_starts(mcem.out, data=data)
+    assert marginal_starts.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert marginal_starts.main(["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 2 and "Traceback" not in err
+
+
+def test_smoke_trains_a_run_and_writes_the_table(tmp_path, capsys):
+    from .test_examples import have
+    if not have("mnist.pkl.gz"):
+        pytest.skip("mnist.pkl.gz not found: set NPVAE_DATA_DIR (e.g. ../shared/data)")
+    assert marginal_starts.main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = list(csv.reader(open(tmp_path / "marginal_starts.csv")))
+    assert [r[2] for r in rows[1:]] == ["train", "test"]
+    for r in rows[1:]:
+        assert r[4] == r[8]                 # the encoder-mean start gives the run's own history.csv value
