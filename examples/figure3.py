@@ -16,8 +16,9 @@ every algorithm alike.  MCEM (App. E) keeps one HMC chain per training image and
 full-batch, as the authors' code did: each step is one HMC transition (10 leapfrog steps, step
 sizes tuned to 90% acceptance) of every chain, then 5 Adagrad updates of the decoder on the whole
 training set (--batch_size applies to AEVB and wake-sleep; see npvae.sweep.plan_figure3 for what
-minibatch MCEM does at N = 50000).  MCEM's step size is the one the paper's rule picks for it,
-0.1 (npvae.sweep.FIG3_MCEM_LR, measured with --lr_probe); --lr applies to the other runs.
+minibatch MCEM does at N = 50000).  Each run's Adagrad step size is the one the paper's rule
+picks for it (npvae.sweep.FIG3_LR, measured with --lr_probe: 0.1 for AEVB and MCEM, 0.02 for
+wake-sleep); --lr applies to other training-set sizes.
 
 After every run the sweep redraws fig3.png (one panel per training-set size, train solid, test
 dashed, the paper's end values marked) and fig3_table.md / .csv (every cell at the budget its

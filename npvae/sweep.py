@@ -69,7 +69,8 @@ def plan_runs(configs, budget=None):
         budget_ = budget or config.samples
         config = dataclasses.replace(config, samples=budget_, progress=False)
         summary = _read_json(os.path.join(config.out, "summary.json"))
-        if summary and summary.get("status") == "finished" and summary.get("samples", 0) >= budget_:
+        if (summary and summary.get("status") == "finished" and summary.get("samples", 0) >= budget_
+                and not differences(config)):
             action = "skip"
         elif os.path.exists(os.path.join(config.out, "checkpoint.npz")):
             action = "resume"
@@ -77,6 +78,23 @@ def plan_runs(configs, budget=None):
             action = "new"
         specs.append(RunSpec(name, dataclasses.asdict(config), action))
     return specs
+
+
+def differences(config):
+    """The fields in which the run in config.out is another experiment than config (say, another
+    step size); empty when it is the same one or there is no checkpoint.  plan_runs plans such a run
+    as a resume, which reports the difference as the run's failure, so that a finished run of
+    another configuration is never taken for this sweep's."""
+    from .runs import RunLoadError, read_checkpoint_config
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    if not os.path.exists(os.path.join(config.out, "checkpoint.npz")):
+        return []
+    try:
+        saved, _ = read_checkpoint_config(config.out)
+    except RunLoadError:
+        return ["an unreadable checkpoint"]
+    return list(saved.changes_a_resume_may_not_make(config))
 
 
 def plan_sweep(base, out, nzs, algorithms=ALGORITHMS, budget=None):
@@ -297,13 +315,16 @@ def redraw(out, dataset, nzs, algorithms=ALGORITHMS):
 FIG3_ALGORITHMS = ("aevb", "wakesleep", "mcem")
 FIG3_N_TRAIN = (1000, 50000)
 FIG3_PAPER_BUDGET = 6e7            # where the paper's Fig. 3 curves end (its x-axis)
-# MCEM's Adagrad step size per training-set size, by the paper's rule (§5: of {0.01, 0.02, 0.1} the
-# one with the most training-set progress in the first iterations), measured 2026-11-22 with
-# --lr_probe=1000000 on the Figure 3 configuration (README, Figure 3): the App. D log p(x) of the
-# first 1000 training points after 10^6 samples was -148.43, -132.91, -104.55 at N = 1000 and
-# -207.04, -201.23, -166.50 at N = 50,000.  Full-batch, MCEM takes 5 decoder updates per N samples
-# where AEVB takes one per 100, so the minibatch learners' 0.01 leaves it far behind.
-FIG3_MCEM_LR = {1000: 0.1, 50000: 0.1}
+# Each Figure 3 run's Adagrad step size, by the paper's rule (§5: of {0.01, 0.02, 0.1}, the one with
+# the most training-set progress in the first iterations), measured 2026-11-22 on the Figure 3
+# configuration (README, Figure 3).  AEVB and wake-sleep: --lr_probe=100000 with --metric=bound,
+# the training bound after 10^5 samples for 0.01 / 0.02 / 0.1: AEVB -197.90 / -178.06 / -165.14
+# (N = 1000) and -199.28 / -186.59 / -164.97 (N = 50,000); wake-sleep -191.77 / -188.95 / -191.00
+# and -206.34 / -191.22 / -210.21.  MCEM (no bound): --lr_probe=1000000, the App. D log p(x) of the
+# first 1000 training points after 10^6 samples (full-batch, 20 steps at N = 50,000): -148.43 /
+# -132.91 / -104.55 and -207.04 / -201.23 / -166.50.
+FIG3_LR = {("aevb", 1000): 0.1, ("aevb", 50000): 0.1, ("wakesleep", 1000): 0.02, ("wakesleep", 50000): 0.02,
+           ("mcem", 1000): 0.1, ("mcem", 50000): 0.1}
 FIG3_COLUMNS = (("n_train", "N train", ":"), ("algorithm", "algorithm", ""), ("samples_reached", "evaluated at", ":"),
                 ("train", "train log p(x)", ":"), ("test", "test log p(x)", ":"), ("paper_train", "paper train", ":"),
                 ("paper_test", "paper test", ":"), ("trained", "trained", ":"), ("status", "status", ""))
@@ -324,20 +345,19 @@ def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, b
     at N = 50,000), fits the chains' stale positions, and the chains drift outwards: measured at
     3.8e6 samples, mean |z| 10.2 against the prior's 1.6 (on the first 200 chains log p(x, z) -268
     at z, -205 at 0.2 z), and the estimated log p(x) of the first 1000 training points falling
-    (-188 at 4.6e5 samples, -202 at 2.2e6): README, Monte Carlo EM.  Their step size is
-    FIG3_MCEM_LR's for N = 1000 and 50,000 (base.lr for other sizes)."""
+    (-188 at 4.6e5 samples, -202 at 2.2e6): README, Monte Carlo EM.
+
+    Each run's step size is FIG3_LR's, the paper's rule's pick for that cell; base.lr for the
+    training-set sizes it was not measured at."""
     order = [(a, n) for n in sorted(n_trains, reverse=True) for a in algorithms if a != "mcem"]
     order = ([c for c in order if c[1] != min(n_trains)] + [("mcem", min(n_trains))] * ("mcem" in algorithms)
              + [c for c in order if c[1] == min(n_trains)]
              + [("mcem", n) for n in sorted(n_trains) if n != min(n_trains) and "mcem" in algorithms])
     return plan_runs({fig3_name(a, n): dataclasses.replace(base, algorithm=a, n_train=n,
                                                            out=os.path.join(out, fig3_name(a, n)),
-                                                           **(_mcem_options(base, n) if a == "mcem" else {}))
+                                                           lr=FIG3_LR.get((a, n), base.lr),
+                                                           **({"batch_size": n} if a == "mcem" else {}))
                       for a, n in order}, budget)
-
-
-def _mcem_options(base, n_train):
-    return {"batch_size": n_train, "lr": FIG3_MCEM_LR.get(n_train, base.lr)}
 
 
 def collect_figure3(out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS):
@@ -716,7 +736,9 @@ def command_main(argv, doc, script, plan):
     print(f"{command.banner}, {where}")
     for s in command.specs:
         trained = trained_samples(s.config["out"])
-        print(f"  {s.name}: {s.action}" + (f" (at {trained:,} samples)" if trained and s.action == "resume" else ""))
+        differs = differences(s.config) if s.action == "resume" else []
+        print(f"  {s.name}: {s.action}" + (f" (at {trained:,} samples)" if trained and s.action == "resume" else "")
+              + (f"; differs from this sweep in {', '.join(differs)}: it will not run" if differs else ""))
     if command.status_only:
         if not os.path.isdir(command.out):
             print(f"no runs in {command.out} yet")
