@@ -18,7 +18,7 @@ sizes tuned to 90% acceptance) of every chain, then 5 Adagrad updates of the dec
 training set (--batch_size applies to AEVB and wake-sleep; see npvae.sweep.plan_figure3 for what
 minibatch MCEM does at N = 50000).  Each run's Adagrad step size is the one the paper's rule
 picks for it (npvae.sweep.FIG3_LR, measured with --lr_probe: 0.1 for AEVB and MCEM, 0.02 for
-wake-sleep); --lr applies to other training-set sizes.
+wake-sleep); --lr=X (or another --optimizer) sets every run's instead.
 
 After every run the sweep redraws fig3.png (one panel per training-set size, train solid, test
 dashed, the paper's end values marked) and fig3_table.md / .csv (every cell at the budget its
@@ -55,11 +55,14 @@ def plan(argv):
         for alg in algorithms:
             TrainConfig(**{**base.__dict__, "n_train": n, "algorithm": alg}).validate()
     out = base.out
+    # the measured step sizes are Adagrad's, and a step size the user gives is the user's
+    given_lr = any(arg.split("=", 1)[0] == "--lr" for arg in rest)
+    step_sizes = sweep.FIG3_LR if base.optimizer == "adagrad" and not given_lr else {}
     shown = sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS)     # the whole figure, not only these runs
     return sweep.SweepCommand(
         out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run"
              + (" (MCEM full-batch)" if "mcem" in algorithms else ""),
-        sweep.plan_figure3(base, out, n_trains, algorithms), lambda: sweep.redraw_figure3(out, n_trains, shown),
+        sweep.plan_figure3(base, out, n_trains, algorithms, step_sizes=step_sizes), lambda: sweep.redraw_figure3(out, n_trains, shown),
         os.path.join(out, "fig3.png"), executor, base.data_dir or None, status_only=status)
 
 

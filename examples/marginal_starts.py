@@ -40,7 +40,7 @@ from _study import write_csv, write_text  # noqa: E402
 from npvae import blas  # noqa: E402
 from npvae.config import ConfigError, TrainConfig  # noqa: E402
 from npvae.data import ChecksumError, DataNotFoundError  # noqa: E402
-from npvae.learners import start_candidates  # noqa: E402
+from npvae.learners import start_candidate_rows, start_candidates  # noqa: E402
 from npvae.marginal import best_starts, hmc_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
 from npvae.sweep import read_history  # noqa: E402
@@ -48,12 +48,6 @@ from npvae.train import first_n_training_points, train  # noqa: E402
 
 SMOKE_RUN = dict(dataset="mnist", binarize="fixed", nz=2, hidden=(32,), samples=20_000, n_train=1000,
                  metric="marginal", eval_max=40, eval_per_decade=1, progress=False, figures=False)
-
-
-def mean_log_px(estimate):
-    """The harness's average: datapoints whose chain got stuck (NaN) are left out."""
-    values = estimate.log_px[np.isfinite(estimate.log_px)]
-    return float(values.mean()) if values.size else float("nan")
 
 
 def compare_starts(folder, points=None, data=None):
@@ -68,7 +62,9 @@ def compare_starts(folder, points=None, data=None):
     require(config.algorithm in ("aevb", "wakesleep"),
             f"{folder} is a {config.algorithm} run: MCEM has no encoder, and its evaluation already starts "
             f"at the best candidate")
-    require(config.nz <= 4, f"{folder} has Nz = {config.nz}: the App. D estimator is for Nz <= 4")
+    require(config.metric == "marginal",
+            f"{folder} evaluated the bound (--metric={config.metric}): this compares App. D estimates, for runs "
+            f"with --metric=marginal (Nz <= 4)")
     if data is None:
         try:
             data = load_run_data(config)
@@ -76,28 +72,29 @@ def compare_starts(folder, points=None, data=None):
             raise UsageError(" ".join(str(e).split())) from None
     sets = evaluation_sets(config, data)
     train_x = first_n_training_points(data, config.n_train).train_x
+    train_x = train_x[start_candidate_rows(len(train_x))]              # only the rows that become candidates
     train_mu = vae.encode(train_x.astype(vae.dtype, copy=False))[0]
     candidates = start_candidates(np.asarray(train_mu, dtype=np.float64), config.eval_seed)
-    out = {}
+    history = [r for r in read_history(folder) if r[0] == model.samples]
+    out, recorded = {}, {}
     for name, (x, _) in sets.items():
+        # the harness's number, where this is the harness's computation (all of its points)
+        whole = points is None or points >= len(x)
+        recorded[name] = history[-1][2 + ("train", "test").index(name)] if history and whole else None
         x = x[:points] if points else x
         mu = vae.encode(x)[0]
-        # the harness's generator (npvae.train: default_rng([eval_seed, 3]) at every evaluation)
+        # the harness's generator and mean (npvae.train: default_rng([eval_seed, 3]); NaN left out)
         by_mean = hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]))
         z0 = best_starts(vae, x, candidates, own=mu)
         by_best = hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]), z0=z0)
         moved = float(np.mean(np.any(z0 != np.asarray(mu, dtype=np.float64), axis=1)))
-        out[name] = (mean_log_px(by_mean), mean_log_px(by_best), moved, len(x))
-    recorded = None
-    if not points or points >= config.eval_max:
-        rows = [r for r in read_history(folder) if r[0] == model.samples]
-        recorded = rows[-1][2:4] if rows else None
+        out[name] = (float(np.nanmean(by_mean.log_px)), float(np.nanmean(by_best.log_px)), moved, len(x))
     return out, config, model.samples, recorded
 
 
 def main_body(argv):
     p = study_parser("marginal_starts", __doc__)
-    p.add_argument("runs", nargs="*", help="run folders (AEVB or wake-sleep, --metric=marginal or Nz <= 4)")
+    p.add_argument("runs", nargs="*", help="run folders (AEVB or wake-sleep, trained with --metric=marginal)")
     p.add_argument("--points", type=int, default=0, help="the first this many train and test points (0: the run's eval_max)")
     args = p.parse_args(argv)
     require(args.points >= 0, f"--points must be >= 0, got {args.points}")
@@ -126,10 +123,10 @@ def table_rows(runs, points):
     rows = []
     for folder in runs:
         results, config, samples, recorded = compare_starts(folder, points or None)
-        for i, (name, (by_mean, by_best, moved, n)) in enumerate(results.items()):
+        for name, (by_mean, by_best, moved, n) in results.items():
             rows.append([folder, f"{samples:,}", name, n, f"{by_mean:.2f}", f"{by_best:.2f}",
                          f"{by_best - by_mean:+.2f}", f"{moved:.0%}",
-                         f"{recorded[i]:.2f}" if recorded is not None else "-"])
+                         f"{recorded[name]:.2f}" if recorded[name] is not None else "-"])
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     return rows
 

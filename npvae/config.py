@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import math
 import os
+import select
 import sys
 from dataclasses import dataclass, field
 
@@ -17,17 +18,32 @@ class ConfigError(ValueError):
     """A user's configuration mistake; the command line prints it as one line ``error: ...``."""
 
 
+def _stdout_is_broken():
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):          # no poll, or stdout is no file
+        return False
+
+
 def quiet_broken_pipe(main):
     """Decorate a command's main so that output piped into a reader that stops early (``--help |
     head``) ends the command quietly, as a Unix filter does, instead of with a BrokenPipeError
     traceback.  Python's signal docs ("Note on SIGPIPE") give the recipe: point stdout at devnull
-    so that the interpreter's final flush cannot raise again."""
+    so that the interpreter's final flush cannot raise again.  A broken pipe anywhere else (a
+    worker's, a socket's) is not the reader's doing, and is raised as before."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if not _stdout_is_broken():
+                raise
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
             return 141                    # 128 + SIGPIPE, what a shell reports for a killed filter
     return wrapped
 
@@ -70,7 +86,7 @@ class TrainConfig:
     optimizer: str = _f("adagrad", "adagrad (§5), adam or sgd", choices=("adagrad", "adam", "sgd"))
     lr: float = _f(0.01, "step size; §5 picks it from {0.01, 0.02, 0.1} (see --lr_probe)")
     lr_probe: int = _f(0, "> 0: pick lr by the paper's rule, training this many samples per candidate")
-    lr_probe_results: str = _f("", "filled in by the probe: {lr: training bound, or log p(x) for --metric=marginal} as JSON")
+    lr_probe_results: str = _f("", "filled in by the probe: {lr: training bound, or log p(x) for MCEM} as JSON")
     warmup: int = _f(10, "Adagrad: minibatches that only accumulate g^2 before the first step (authors' code)")
     prior: str = _f("weights", "N(0, I) parameter prior (§5, MAP) on weights, all parameters, or none",
                     choices=("weights", "all", "none"))

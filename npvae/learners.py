@@ -272,17 +272,21 @@ START_PRIOR_DRAWS = 256
 START_FROM_TRAINING = 2000
 
 
+def start_candidate_rows(n_train):
+    """Which training points' z ``start_candidates`` takes: all of them for N <= 2000, else the
+    first 1000 (the training evaluation set's, for --eval_max <= 1000) and 1000 spread over the rest."""
+    half = START_FROM_TRAINING // 2
+    return np.arange(n_train) if n_train <= START_FROM_TRAINING else np.concatenate(
+        [np.arange(half), np.linspace(half, n_train - 1, half).astype(int)])
+
+
 def start_candidates(train_z, eval_seed):
     """Candidate starts of the App. D chains (``marginal.best_starts``): z = 0, 256 prior draws (a
-    generator seeded [eval_seed, 5]: every evaluation tries the same) and up to 2000 of the training
-    points' z (N, Z), MCEM's chains or an encoder's means: all of them for N <= 2000, else the first
-    1000, where the training evaluation set's own are, and 1000 spread over the rest."""
-    n, nz = train_z.shape
+    generator seeded [eval_seed, 5]: every evaluation tries the same) and the training points' z
+    (N, Z), MCEM's chains or an encoder's means, of the rows ``start_candidate_rows`` picks."""
+    nz = train_z.shape[1]
     prior = np.random.default_rng([eval_seed, 5]).standard_normal((START_PRIOR_DRAWS, nz))
-    half = START_FROM_TRAINING // 2
-    take = np.arange(n) if n <= START_FROM_TRAINING else np.concatenate(
-        [np.arange(half), np.linspace(half, n - 1, half).astype(int)])
-    return np.concatenate([np.zeros((1, nz)), prior, train_z[take]])
+    return np.concatenate([np.zeros((1, nz)), prior, train_z[start_candidate_rows(len(train_z))]])
 
 
 class MCEM(Learner):

@@ -377,21 +377,22 @@ def best_starts(vae, x, candidates, chunk=64, own=None):
     if candidates.shape[1] != vae.arch.z_dim:
         raise ValueError(f"candidates must have shape (K, {vae.arch.z_dim}), got {candidates.shape}")
     log_joint = _vae_log_joint(vae, x)
+
+    def score(z):                                       # log p(x, z), NaN (overflow) as -inf
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            lp = np.asarray(log_joint(z, grad=False)[0], dtype=np.float64)
+        return np.where(np.isnan(lp), -np.inf, lp)
+
     best, best_lp = np.zeros((x.shape[0], vae.arch.z_dim)), np.full(x.shape[0], -np.inf)
     if own is not None:
         own = _as_finite_2d(own, "own")
         if own.shape != best.shape:
             raise ValueError(f"own must have shape {best.shape}, got {own.shape}")
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            lp = np.asarray(log_joint(own.astype(vae.dtype), grad=False)[0], dtype=np.float64)
-        best[:], best_lp[:] = own, np.where(np.isnan(lp), -np.inf, lp)
+        best[:], best_lp[:] = own, score(own)
     rows = np.arange(x.shape[0])
     for start in range(0, len(candidates), int(chunk)):
         c = candidates[start:start + int(chunk)]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            lp = np.asarray(log_joint(np.broadcast_to(c[:, None, :], (len(c),) + best.shape), grad=False)[0],
-                            dtype=np.float64)                                                   # (k, B)
-        lp = np.where(np.isnan(lp), -np.inf, lp)
+        lp = score(np.broadcast_to(c[:, None, :], (len(c),) + best.shape))                      # (k, B)
         k = lp.argmax(axis=0)
         better = lp[k, rows] > best_lp                  # strictly: an earlier chunk keeps its ties
         best[better], best_lp[better] = c[k[better]], lp[k[better], rows[better]]

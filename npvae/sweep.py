@@ -93,8 +93,11 @@ def differences(config):
     try:
         saved, _ = read_checkpoint_config(config.out)
     except RunLoadError:
-        return ["an unreadable checkpoint"]
-    return list(saved.changes_a_resume_may_not_make(config))
+        return ["its checkpoint (unreadable)"]
+    changed = list(saved.changes_a_resume_may_not_make(config))
+    if config.lr_probe and saved.lr_probe_results:      # the probe's pick, made when the run started
+        changed = [name for name in changed if name not in ("lr", "lr_probe", "lr_probe_results")]
+    return changed
 
 
 def plan_sweep(base, out, nzs, algorithms=ALGORITHMS, budget=None):
@@ -129,7 +132,7 @@ def run_spec(spec, data_dir=None):
                                  f"run the same command again to resume it")
         if resume:     # the run's own config, with this sweep's budget (a resume may only extend it)
             saved = checkpoint_config(os.path.join(config.out, "checkpoint.npz"))
-            changed = saved.changes_a_resume_may_not_make(config)
+            changed = differences(config)
             if changed:
                 raise RunFolderError(f"the run in {config.out} differs from this sweep in {', '.join(changed)}")
             config = dataclasses.replace(saved, samples=config.samples, out=config.out, progress=False,
@@ -334,7 +337,7 @@ def fig3_name(algorithm, n_train):
     return f"{algorithm}_n{n_train}"
 
 
-def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, budget=None):
+def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, budget=None, step_sizes=FIG3_LR):
     """Figure 3's runs, cheapest-to-informative first: the full training set's AEVB and wake-sleep,
     then N = 1000 (MCEM's home ground), and MCEM on the full set last (its E-steps make it the
     slowest per sample, and the paper shows it far from converged there).
@@ -347,15 +350,15 @@ def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, b
     at z, -205 at 0.2 z), and the estimated log p(x) of the first 1000 training points falling
     (-188 at 4.6e5 samples, -202 at 2.2e6): README, Monte Carlo EM.
 
-    Each run's step size is FIG3_LR's, the paper's rule's pick for that cell; base.lr for the
-    training-set sizes it was not measured at."""
+    step_sizes: {(algorithm, n_train): lr}, by default FIG3_LR, the paper's rule's pick for each
+    cell (measured for Adagrad); base.lr for the cells it does not name."""
     order = [(a, n) for n in sorted(n_trains, reverse=True) for a in algorithms if a != "mcem"]
     order = ([c for c in order if c[1] != min(n_trains)] + [("mcem", min(n_trains))] * ("mcem" in algorithms)
              + [c for c in order if c[1] == min(n_trains)]
              + [("mcem", n) for n in sorted(n_trains) if n != min(n_trains) and "mcem" in algorithms])
     return plan_runs({fig3_name(a, n): dataclasses.replace(base, algorithm=a, n_train=n,
                                                            out=os.path.join(out, fig3_name(a, n)),
-                                                           lr=FIG3_LR.get((a, n), base.lr),
+                                                           lr=step_sizes.get((a, n), base.lr),
                                                            **({"batch_size": n} if a == "mcem" else {}))
                       for a, n in order}, budget)
 

@@ -202,35 +202,42 @@ def main():
         print("line", i)
     return 0
 
-sys.exit(quiet_broken_pipe(main)() if sys.argv[1] == "quiet" else main())
+def other_pipe():           # a broken pipe that is not stdout's (a worker's, a socket's)
+    print("line 0", flush=True)
+    raise BrokenPipeError("a worker's pipe")
+
+sys.exit({"quiet": quiet_broken_pipe(main), "bare": main, "other": quiet_broken_pipe(other_pipe)}[sys.argv[1]]())
 """
 
 
-@pytest.mark.parametrize("wrapped", [True, False])
-def test_output_piped_into_a_reader_that_stops_early_ends_quietly(wrapped):
+@pytest.mark.parametrize("mode", ["quiet", "bare", "other"])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(mode):
     """`python examples/figure3.py --help | head -1` printed a BrokenPipeError traceback.  The
     reader here takes one line and closes the pipe while the writer still has megabytes to go, so
-    the writer always meets the closed pipe; the unwrapped writer shows that it would fail."""
+    the writer always meets the closed pipe; the unwrapped writer shows that it would fail.  A
+    broken pipe that is not stdout's (stdout still read) is raised as before."""
     import subprocess
     import sys
-    proc = subprocess.Popen([sys.executable, "-c", _PIPE_WRITER, "quiet" if wrapped else "bare"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", _PIPE_WRITER, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline() == b"line 0\n"
-    proc.stdout.close()
+    if mode != "other":
+        proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
-    if wrapped:
+    if mode == "quiet":
         assert (proc.returncode, err) == (141, "")
     else:
-        assert "BrokenPipeError" in err and proc.returncode != 0
+        assert "BrokenPipeError" in err and proc.returncode == 1
+        assert ("a worker's pipe" in err) == (mode == "other")
 
 
 def test_every_command_entry_point_ends_quietly_on_a_closed_pipe():
-    """Every example and sweep goes through one of these three entry points; each carries the wrapper."""
+    """Every example and sweep goes through one of these entry points; each carries the wrapper."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     import _study
+    import compare_runs
     from npvae import sweep, train as train_module
     from npvae.config import quiet_broken_pipe
-    for entry in (train_module.main, sweep.command_main, _study.run):
+    for entry in (train_module.main, sweep.command_main, _study.run, compare_runs.main):
         assert entry.__code__ is quiet_broken_pipe(lambda: 0).__code__, entry

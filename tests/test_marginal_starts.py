@@ -17,7 +17,7 @@ import marginal_starts  # noqa: E402
 from _study import UsageError  # noqa: E402
 
 
-def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_differs_only_in_z0(tmp_path, capsys):
+def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_differs_only_in_z0(tmp_path, monkeypatch):
     data = toy_data(dynamic=False)
     config = toy_config(tmp_path, samples=2000, metric="marginal", eval_max=12, eval_per_decade=1, lr=0.05)
     train(config, data=data, log=lambda *_: None)
@@ -28,11 +28,18 @@ def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_diffe
         by_mean, by_best, moved, n = results[name]
         # the harness's generator and starts: its own number, to the 6 decimals history.csv keeps
         assert by_mean == pytest.approx(float(history[f"{name}_log_px"]), abs=2e-6) and n == 12
+        assert recorded[name] == pytest.approx(float(history[f"{name}_log_px"]), abs=1e-9)
         assert np.isfinite(by_best) and 0.0 <= moved <= 1.0
-    assert recorded == pytest.approx((float(history["train_log_px"]), float(history["test_log_px"])), abs=1e-9)
+    # with only a hopeless shared candidate every chain keeps its encoder-mean start, and then the
+    # two estimates are one computation: nothing but z0 tells them apart
+    monkeypatch.setattr(marginal_starts, "start_candidates", lambda train_z, seed: np.full((1, 2), 1e3))
+    alone, *_ = marginal_starts.compare_starts(config.out, data=data)
+    for name in ("train", "test"):
+        by_mean, by_best, moved, _ = alone[name]
+        assert by_best == by_mean and moved == 0.0
     # --points takes the first points only, and then has no history value to compare with
     few, *_, none = marginal_starts.compare_starts(config.out, points=5, data=data)
-    assert few["test"][3] == 5 and none is None
+    assert few["test"][3] == 5 and none == {"train": None, "test": None}
 
 
 def test_refusals_are_one_line(tmp_path, capsys):
@@ -41,6 +48,10 @@ def test_refusals_are_one_line(tmp_path, capsys):
     train(mcem, data=data, log=lambda *_: None)
     with pytest.raises(UsageError, match="MCEM has no encoder"):
         marginal_starts.compare_starts(mcem.out, data=data)
+    bound = toy_config(tmp_path / "b", samples=400)                     # --metric=bound: no App. D values
+    train(bound, data=data, log=lambda *_: None)
+    with pytest.raises(UsageError, match="evaluated the bound"):
+        marginal_starts.compare_starts(bound.out, data=data)
     assert marginal_starts.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert marginal_starts.main(["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

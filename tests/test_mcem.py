@@ -139,6 +139,20 @@ def test_figure3_smoke(tmp_path):
     assert again.count(": skip") == 6
 
 
+def test_figure3_takes_the_rules_step_sizes_unless_told_otherwise(tmp_path):
+    """FIG3_LR holds Adagrad's measured picks; a user's --lr, or another optimizer, sets every run's."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    import figure3
+    from npvae import sweep
+
+    def step_sizes(*argv):
+        return {s.name: s.config["lr"] for s in figure3.plan([*argv, f"--out={tmp_path}"]).specs}
+    assert step_sizes() == {sweep.fig3_name(a, n): lr for (a, n), lr in sweep.FIG3_LR.items()}
+    assert set(step_sizes("--lr=0.05").values()) == {0.05}
+    assert set(step_sizes("--optimizer=adam").values()) == {TrainConfig().lr}
+
+
 def test_an_mcem_run_draws_no_figure_of_the_encoder_it_does_not_have(tmp_path):
     config = mcem_config(tmp_path, samples=200, figures=True)
     train(config, data=toy_data(dynamic=False), log=lambda *_: None)

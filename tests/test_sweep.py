@@ -40,13 +40,19 @@ def test_plan_orders_the_informative_cells_first_and_skips_resumes_extends(tmp_p
     actions = {s.name: s.action for s in sweep.plan_sweep(base, str(tmp_path), (2,), budget=800)}
     assert actions == {"aevb_nz2": "resume", "wakesleep_nz2": "resume"}          # a larger budget extends
     # a finished run of another experiment (another step size) is not taken for this sweep's: it is
-    # planned as a resume, the status says so, and running it reports the difference as a failure
+    # planned as a resume, and running it reports the difference as a failure
     other = dataclasses.replace(base, lr=0.1)
     [spec] = [s for s in sweep.plan_sweep(other, str(tmp_path), (2,)) if s.name == "aevb_nz2"]
     assert spec.action == "resume" and sweep.differences(spec.config) == ["lr"]
     result = sweep.run_spec(spec)
     assert result["status"] == "failed" and "differs from this sweep in lr" in result["reason"]
     assert sweep.differences(dataclasses.replace(done, samples=800)) == []       # a budget is not an experiment
+    # a run whose step size the probe picked is the sweep's own, whichever step size it picked
+    probed = dataclasses.replace(base, lr_probe=100, out=str(tmp_path / "probed"))
+    train(probed, data=data, log=lambda *_: None)
+    assert sweep.differences(probed) == [] and sweep.differences(dataclasses.replace(probed, nz=3)) == ["nz"]
+    [spec] = sweep.plan_runs({"probed": probed})
+    assert spec.action == "skip"
 
 
 def test_run_spec_extends_a_run_and_reports_a_failure_instead_of_raising(tmp_path, monkeypatch):
