@@ -626,20 +626,16 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
     workers stop (their checkpoints keep them), as Dask cannot stop a running task.
     status_every: seconds between the progress lines of the runs in flight (0: none)."""
     os.makedirs(out, exist_ok=True)
-    failures = _read_json(os.path.join(out, "failures.json")) or {}
     todo = [s for s in specs if s.action != "skip"]
     results = {s.name: {"name": s.name, "status": "skipped", "reason": "finished at the budget"}
                for s in specs if s.action == "skip"}
-    for s in todo:
-        failures.pop(s.name, None)
-    _write_failures(out, failures)
+    _update_failures(out, {s.name: None for s in todo})
 
     def finished(result):
         results[result["name"]] = result
         status.in_flight.pop(result["name"], None)
         if result["status"] == "failed":
-            failures[result["name"]] = result["reason"]
-            _write_failures(out, failures)
+            _update_failures(out, {result["name"]: result["reason"]})
         log(f"{result['name']}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
         redraw()
 
@@ -758,7 +754,17 @@ def command_main(argv, doc, script, plan):
     return exit_status(results, f"python {script} {' '.join(argv)}")
 
 
-def _write_failures(out, failures):
-    with atomic_path(os.path.join(out, "failures.json")) as tmp:
+def _update_failures(out, changes):
+    """Record in out/failures.json each run's failure reason ({name: reason}; None clears it).  The
+    file is read again at each change, so that two sweeps of some algorithms each into the same
+    folder (say Figure 3's MCEM runs beside its minibatch ones) keep each other's entries."""
+    path = os.path.join(out, "failures.json")
+    failures = _read_json(path) or {}
+    for name, reason in changes.items():
+        if reason is None:
+            failures.pop(name, None)
+        else:
+            failures[name] = reason
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(failures, f, indent=2)

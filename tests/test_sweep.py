@@ -362,3 +362,12 @@ def test_the_y_range_shows_every_curve_but_lets_a_far_outlier_run_off():
     plots.fit_y(ax, curves, marks, 1e5)
     assert ax.get_ylim()[0] < -220
     plt.close(fig)
+
+
+def test_two_sweeps_into_one_folder_keep_each_others_failures(tmp_path):
+    """Figure 3's MCEM sweep and its minibatch sweep may share runs/fig3: each clears and records
+    only its own runs' entries of failures.json."""
+    sweep._update_failures(str(tmp_path), {"mcem_n1000": "diverged", "aevb_n1000": "a worker died"})
+    sweep._update_failures(str(tmp_path), {"aevb_n1000": None, "wakesleep_n1000": None})   # the other sweep starts
+    sweep._update_failures(str(tmp_path), {"wakesleep_n1000": "diverged"})
+    assert json.load(open(tmp_path / "failures.json")) == {"mcem_n1000": "diverged", "wakesleep_n1000": "diverged"}
