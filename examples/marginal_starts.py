@@ -125,7 +125,7 @@ def table_rows(runs, points):
         results, config, samples, recorded = compare_starts(folder, points or None)
         for name, (by_mean, by_best, moved, n) in results.items():
             rows.append([folder, f"{samples:,}", name, n, f"{by_mean:.2f}", f"{by_best:.2f}",
-                         f"{by_best - by_mean:+.2f}", f"{moved:.0%}",
+                         f"{by_best - by_mean:+.2f}", f"{moved:.1%}",
                          f"{recorded[name]:.2f}" if recorded[name] is not None else "-"])
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     return rows
