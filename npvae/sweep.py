@@ -80,20 +80,22 @@ def plan_runs(configs, budget=None):
     return specs
 
 
-def differences(config):
+def differences(config, saved=None):
     """The fields in which the run in config.out is another experiment than config (say, another
     step size); empty when it is the same one or there is no checkpoint.  plan_runs plans such a run
     as a resume, which reports the difference as the run's failure, so that a finished run of
-    another configuration is never taken for this sweep's."""
+    another configuration is never taken for this sweep's.  saved: the run's checkpoint config, if
+    the caller has read it already."""
     from .runs import RunLoadError, read_checkpoint_config
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
-    if not os.path.exists(os.path.join(config.out, "checkpoint.npz")):
-        return []
-    try:
-        saved, _ = read_checkpoint_config(config.out)
-    except RunLoadError:
-        return ["its checkpoint (unreadable)"]
+    if saved is None:
+        if not os.path.exists(os.path.join(config.out, "checkpoint.npz")):
+            return []
+        try:
+            saved, _ = read_checkpoint_config(config.out)
+        except RunLoadError:
+            return ["its checkpoint (unreadable)"]
     changed = list(saved.changes_a_resume_may_not_make(config))
     if config.lr_probe and saved.lr_probe_results:      # the probe's pick, made when the run started
         changed = [name for name in changed if name not in ("lr", "lr_probe", "lr_probe_results")]
@@ -132,7 +134,7 @@ def run_spec(spec, data_dir=None):
                                  f"run the same command again to resume it")
         if resume:     # the run's own config, with this sweep's budget (a resume may only extend it)
             saved = checkpoint_config(os.path.join(config.out, "checkpoint.npz"))
-            changed = differences(config)
+            changed = differences(config, saved)
             if changed:
                 raise RunFolderError(f"the run in {config.out} differs from this sweep in {', '.join(changed)}")
             config = dataclasses.replace(saved, samples=config.samples, out=config.out, progress=False,
