@@ -1,24 +1,27 @@
 """Where the App. D estimator's HMC chains start, and how much the estimate of log p(x) moves with it.
 
     python examples/marginal_starts.py runs/fig3/aevb_n1000 runs/fig3/wakesleep_n1000
-    python examples/marginal_starts.py RUN --points=200      # the first 200 train and test points only
-    python examples/marginal_starts.py --smoke               # trains a tiny run first: seconds
+    python examples/marginal_starts.py runs/fig3/mcem_n1000 --points=100   # the first 100 train and test points
+    python examples/marginal_starts.py --smoke               # trains two tiny runs first (AEVB, MCEM): seconds
 
 The Appendix D estimator (``npvae.marginal.hmc_log_px``: 50 HMC samples after 200 burn-in
 transitions, a density fitted on half of them) only sees the posterior mode that its chain finds.
-For each AEVB or wake-sleep run folder, on the points its harness evaluated (the first eval_max
-training and test points, ``npvae.runs.evaluation_sets``), this estimates log p(x) twice, with
-the harness's generator, so that only the starts differ:
+For each run folder (trained with --metric=marginal), on the points its harness evaluated (the
+first eval_max training and test points, ``npvae.runs.evaluation_sets``), this estimates log p(x)
+twice, with the harness's generator, so that only the starts differ:
 
-  encoder mean   each chain starts at mu(x), as the harness's evaluation does: the value of the
-                 run's history.csv at the checkpoint's budget (printed beside it, as a check);
-  best start     each chain starts at the best (highest log p(x, z)) of mu(x), z = 0, 256 prior
-                 draws and the encoder means of up to 2000 training points
-                 (``npvae.learners.start_candidates``, ``npvae.marginal.best_starts``): the rule
-                 that Monte Carlo EM's evaluation uses, with its chains in place of encoder means.
+  plain start   AEVB and wake-sleep: each chain starts at the encoder's mean mu(x), as their
+                harness's evaluation does.  Monte Carlo EM, which has no encoder: at z = 0 (the
+                first MCEM evaluation's start);
+  best start    each chain starts at the best (highest log p(x, z)) of the plain start, z = 0,
+                256 prior draws and the z of up to 2000 training points: their encoder means, or
+                MCEM's chains (``npvae.learners.start_candidates``, ``npvae.marginal.best_starts``),
+                which is what MCEM's evaluation does.
 
-A higher estimate from the best start means that chains started at mu(x) burned in at a poorer
-mode.  Writes --out/marginal_starts.md and .csv.
+The harness's own number (mu(x) for AEVB and wake-sleep, the best start for MCEM) is the value of
+the run's history.csv at the checkpoint's budget, printed beside it as a check.  A higher estimate
+from the best start means that chains from the plain start burned in at a poorer mode.  Writes
+--out/marginal_starts.md and .csv.
 """
 import contextlib
 import os
@@ -40,7 +43,7 @@ from _study import write_csv, write_text  # noqa: E402
 from npvae import blas  # noqa: E402
 from npvae.config import ConfigError, TrainConfig  # noqa: E402
 from npvae.data import ChecksumError, DataNotFoundError  # noqa: E402
-from npvae.learners import start_candidate_rows, start_candidates  # noqa: E402
+from npvae.learners import MCEM_START_STEP, mcem_marginal_start, start_candidate_rows, start_candidates  # noqa: E402
 from npvae.marginal import best_starts, hmc_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
 from npvae.sweep import read_history  # noqa: E402
@@ -51,17 +54,17 @@ SMOKE_RUN = dict(dataset="mnist", binarize="fixed", nz=2, hidden=(32,), samples=
 
 
 def compare_starts(folder, points=None, data=None):
-    """For the run in folder: ({set: (encoder-mean estimate, best-start estimate, fraction of starts
-    moved off mu(x), points)}, its config, training samples, and history.csv's (train, test) at that
-    budget or None).  data: the run's ``TrainingData`` (default: ``npvae.runs.load_run_data``)."""
+    """For the run in folder: ({set: (plain-start estimate, best-start estimate, fraction of starts
+    moved off the plain start, points)}, its config, training samples, and history.csv's (train,
+    test) at that budget or None).  The plain start is mu(x) for AEVB and wake-sleep (their
+    harness's), z = 0 for MCEM (whose harness takes the best start).  data: the run's
+    ``TrainingData`` (default: ``npvae.runs.load_run_data``)."""
     try:
         model = load_run(folder)
     except RunLoadError as e:
         raise UsageError(str(e)) from None
     vae, config = model.vae, model.config
-    require(config.algorithm in ("aevb", "wakesleep"),
-            f"{folder} is a {config.algorithm} run: MCEM has no encoder, and its evaluation already starts "
-            f"at the best candidate")
+    mcem = config.algorithm == "mcem"
     require(config.metric == "marginal",
             f"{folder} evaluated the bound (--metric={config.metric}): this compares App. D estimates, for runs "
             f"with --metric=marginal (Nz <= 4)")
@@ -71,10 +74,11 @@ def compare_starts(folder, points=None, data=None):
         except (DataNotFoundError, ChecksumError) as e:
             raise UsageError(" ".join(str(e).split())) from None
     sets = evaluation_sets(config, data)
-    train_x = first_n_training_points(data, config.n_train).train_x
-    train_x = train_x[start_candidate_rows(len(train_x))]              # only the rows that become candidates
-    train_mu = vae.encode(train_x.astype(vae.dtype, copy=False))[0]
-    candidates = start_candidates(np.asarray(train_mu, dtype=np.float64), config.eval_seed)
+    if not mcem:
+        train_x = first_n_training_points(data, config.n_train).train_x
+        train_x = train_x[start_candidate_rows(len(train_x))]              # only the rows that become candidates
+        train_mu = vae.encode(train_x.astype(vae.dtype, copy=False))[0]
+        candidates = start_candidates(np.asarray(train_mu, dtype=np.float64), config.eval_seed)
     history = [r for r in read_history(folder) if r[0] == model.samples]
     out, recorded = {}, {}
     for name, (x, _) in sets.items():
@@ -82,19 +86,23 @@ def compare_starts(folder, points=None, data=None):
         whole = points is None or points >= len(x)
         recorded[name] = history[-1][2 + ("train", "test").index(name)] if history and whole else None
         x = x[:points] if points else x
-        mu = vae.encode(x)[0]
-        # the harness's generator and mean (npvae.train: default_rng([eval_seed, 3]); NaN left out)
-        by_mean = hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]))
-        z0 = best_starts(vae, x, candidates, own=mu)
-        by_best = hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]), z0=z0)
-        moved = float(np.mean(np.any(z0 != np.asarray(mu, dtype=np.float64), axis=1)))
-        out[name] = (float(np.nanmean(by_mean.log_px)), float(np.nanmean(by_best.log_px)), moved, len(x))
+        if mcem:       # the first MCEM evaluation's start, and the harness's (npvae.learners.MCEM)
+            plain = {"z0": np.zeros((len(x), config.nz)), "step_size": MCEM_START_STEP}
+            best = mcem_marginal_start(vae, x, model.chains, config.eval_seed)
+        else:          # the harness's start (hmc_log_px's default), and the best of it and the candidates
+            plain = {"z0": np.asarray(vae.encode(x)[0], dtype=np.float64)}
+            best = {"z0": best_starts(vae, x, candidates, own=plain["z0"])}
+        # the harness's generator (npvae.train: default_rng([eval_seed, 3])) and mean (NaN left out)
+        by_plain, by_best = (hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]), **start)
+                             for start in (plain, best))
+        moved = float(np.mean(np.any(best["z0"] != plain["z0"], axis=1)))
+        out[name] = (float(np.nanmean(by_plain.log_px)), float(np.nanmean(by_best.log_px)), moved, len(x))
     return out, config, model.samples, recorded
 
 
 def main_body(argv):
     p = study_parser("marginal_starts", __doc__)
-    p.add_argument("runs", nargs="*", help="run folders (AEVB or wake-sleep, trained with --metric=marginal)")
+    p.add_argument("runs", nargs="*", help="run folders (trained with --metric=marginal)")
     p.add_argument("--points", type=int, default=0, help="the first this many train and test points (0: the run's eval_max)")
     args = p.parse_args(argv)
     require(args.points >= 0, f"--points must be >= 0, got {args.points}")
@@ -105,27 +113,30 @@ def main_body(argv):
     # one BLAS thread for the smoke's tiny model, in-process callers (tests) too: see the top
     with blas.threads(1) if args.smoke else contextlib.nullcontext():
         if args.smoke:
-            runs = [os.path.join(out, "smoke_run")]
+            runs = [os.path.join(out, f"smoke_{algorithm}") for algorithm in ("aevb", "mcem")]
             try:
-                train(TrainConfig(**SMOKE_RUN, out=runs[0], seed=args.seed), overwrite=True, log=lambda *_: None)
+                configs = [TrainConfig(**SMOKE_RUN, algorithm=a, out=f, seed=args.seed) for f, a in zip(runs, ("aevb", "mcem"))]
+                data = load_run_data(configs[0])            # one load for both runs and the table: 7 s each
+                for config in configs:
+                    train(config, data=data, overwrite=True, log=lambda *_: None)
             except (ConfigError, DataNotFoundError, ChecksumError) as e:
                 raise UsageError(" ".join(str(e).split())) from None
-        rows = table_rows(runs, args.points)
-    header = ["run", "training samples", "set", "points", "encoder-mean start", "best start", "best - mean",
-              "starts moved", "history.csv"]
+        rows = table_rows(runs, args.points, data if args.smoke else None)
+    header = ["run", "training samples", "set", "points", "plain start", "from the plain start", "from the best start",
+              "best - plain", "starts moved", "history.csv"]
     write_text(os.path.join(out, "marginal_starts.md"), markdown_table(header, rows) + "\n")
     write_csv(os.path.join(out, "marginal_starts.csv"), header, rows)
     print(f"wrote {os.path.join(out, 'marginal_starts.md')}")
     return 0
 
 
-def table_rows(runs, points):
+def table_rows(runs, points, data=None):
     rows = []
     for folder in runs:
-        results, config, samples, recorded = compare_starts(folder, points or None)
-        for name, (by_mean, by_best, moved, n) in results.items():
-            rows.append([folder, f"{samples:,}", name, n, f"{by_mean:.2f}", f"{by_best:.2f}",
-                         f"{by_best - by_mean:+.2f}", f"{moved:.1%}",
+        results, config, samples, recorded = compare_starts(folder, points or None, data)
+        for name, (by_plain, by_best, moved, n) in results.items():
+            rows.append([folder, f"{samples:,}", name, n, "z = 0" if config.algorithm == "mcem" else "mu(x)",
+                         f"{by_plain:.2f}", f"{by_best:.2f}", f"{by_best - by_plain:+.2f}", f"{moved:.1%}",
                          f"{recorded[name]:.2f}" if recorded[name] is not None else "-"])
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     return rows

@@ -289,6 +289,17 @@ def start_candidates(train_z, eval_seed):
     return np.concatenate([np.zeros((1, nz)), prior, train_z[start_candidate_rows(len(train_z))]])
 
 
+def mcem_marginal_start(vae, x, chains, eval_seed):
+    """``hmc_log_px``'s start for a model with no encoder (MCEM's evaluation): each App. D chain
+    starts at the best (highest log p(x, z)) of the ``start_candidates`` built from the training
+    chains' positions chains (N, Z), with initial HMC steps of 0.1."""
+    candidates = start_candidates(np.asarray(chains, dtype=np.float64), eval_seed)
+    return {"z0": best_starts(vae, x.astype(vae.dtype, copy=False), candidates), "step_size": MCEM_START_STEP}
+
+
+MCEM_START_STEP = 0.1       # no encoder sigma to scale the first HMC steps by; burn-in adapts them
+
+
 class MCEM(Learner):
     """Monte Carlo EM (the paper's Appendix E): the generative model alone, no encoder.
 
@@ -377,10 +388,7 @@ class MCEM(Learner):
         return -float((log_px + log_pz).mean()), grads
 
     def _marginal_start(self, x):
-        """No encoder: each App. D chain starts at the best (highest log p(x, z)) of the
-        ``start_candidates`` built from the training chains' current positions."""
-        candidates = start_candidates(self.z, self.config.eval_seed)
-        return {"z0": best_starts(self.vae, x.astype(self.vae.dtype, copy=False), candidates), "step_size": 0.1}
+        return mcem_marginal_start(self.vae, x, self.z, self.config.eval_seed)
 
     def state_arrays(self):
         return {**super().state_arrays(), **_save_optimizer("opt", self.opt), "mcem/z": self.z,

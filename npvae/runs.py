@@ -4,6 +4,7 @@
     run.vae            # the VAE with the checkpoint's parameters, in the run's dtype
     run.samples        # training samples those parameters have seen
     run.config         # the run's TrainConfig;  run.status: finished, running, interrupted or unknown
+    run.chains         # Monte Carlo EM only: its training points' chain positions (N, Nz); else None
     evaluation_sets(run.config)["test"]   # (x, eps): the test points and fixed noise its bound was evaluated with
 
 Everything comes from the run's checkpoint.npz (``npvae.train.save_checkpoint``): the parameters
@@ -40,6 +41,7 @@ class TrainedRun:
     config: TrainConfig
     samples: int            # training samples the parameters have seen (the checkpoint's counter)
     status: str             # summary.json's "status": finished, running, interrupted; "unknown" if unreadable
+    chains: np.ndarray = None   # MCEM's persistent chains ("mcem/z"), from the same file as the parameters
 
     @property
     def image_shape(self):
@@ -55,7 +57,8 @@ def has_checkpoint(folder):
 
 
 def _read_checkpoint(folder, want_params):
-    """(config dict, training samples, {name: array}) from folder/checkpoint.npz."""
+    """(config dict, training samples, {name: array}) from folder/checkpoint.npz; with want_params,
+    MCEM's chains ride along in the dict as "mcem/z" (one read, so they fit the parameters)."""
     path = checkpoint_path(folder)
     if not os.path.isfile(path):
         raise RunLoadError(f"{folder} holds no trained run (no checkpoint.npz)")
@@ -64,6 +67,8 @@ def _read_checkpoint(folder, want_params):
             config = json.loads(str(z["config"]))
             samples = int(z["counters"][0])
             params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")} if want_params else {}
+            if want_params and "mcem/z" in z.files:
+                params["mcem/z"] = z["mcem/z"]
     except Exception as e:        # zipfile, OSError, KeyError, JSON, ValueError: all mean "not readable"
         raise RunLoadError(f"{path} cannot be read as a run's checkpoint ({type(e).__name__}: {e})") from None
     return config, samples, params
@@ -97,6 +102,7 @@ def load_run(folder, dtype=None):
     dtype: the model's float type (default: the run's own).  Raises RunLoadError (one line) when
     the folder holds no checkpoint, or one whose parameters do not fit its own config."""
     raw_config, samples, params = _read_checkpoint(folder, want_params=True)
+    chains = params.pop("mcem/z", None)
     config = _config_of(raw_config, folder)
     out_head = "dec.logits.W" if config.likelihood() == "bernoulli" else "dec.mu.W"   # (hidden, D)
     if out_head not in params:
@@ -112,7 +118,9 @@ def load_run(folder, dtype=None):
             raise RunLoadError(f"{checkpoint_path(folder)}: {name} has shape {params[name].shape}, the run's "
                                f"config implies {p.shape}")
         p[...] = params[name]
-    return TrainedRun(folder, vae, config, samples, run_status(folder))
+    if chains is not None and chains.shape[1:] != (config.nz,):
+        raise RunLoadError(f"{checkpoint_path(folder)}: its MCEM chains have shape {chains.shape}, not (N, {config.nz})")
+    return TrainedRun(folder, vae, config, samples, run_status(folder), chains)
 
 
 def load_run_data(config, data_dir=None):

@@ -1,5 +1,5 @@
-"""examples/marginal_starts.py: the App. D estimate from the encoder's mean (the harness's own
-number) against the best candidate start."""
+"""examples/marginal_starts.py: the App. D estimate from the plain start (the encoder's mean, or
+z = 0 for MCEM) against the best candidate start; each learner's harness number is one of the two."""
 import csv
 import os
 import sys
@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from npvae import learners
+from npvae.runs import load_run
 from npvae.train import train
 
 from .test_mcem import mcem_config
@@ -42,16 +44,36 @@ def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_diffe
     assert few["test"][3] == 5 and none == {"train": None, "test": None}
 
 
-def test_refusals_are_one_line(tmp_path, capsys):
+def test_mcem_best_start_is_the_harness_estimate_and_the_plain_start_is_z_zero(tmp_path, monkeypatch):
     data = toy_data(dynamic=False)
     mcem = mcem_config(tmp_path / "m", samples=400)
     train(mcem, data=data, log=lambda *_: None)
-    with pytest.raises(UsageError, match="MCEM has no encoder"):
-        marginal_starts.compare_starts(mcem.out, data=data)
+    results, cfg, samples, recorded = marginal_starts.compare_starts(mcem.out, data=data)
+    history = list(csv.DictReader(open(os.path.join(mcem.out, "history.csv"))))[-1]
+    assert cfg.algorithm == "mcem" and samples == 400
+    for name in ("train", "test"):
+        by_zero, by_best, moved, n = results[name]
+        # MCEM's harness starts at the best candidate (its chains among them): its own number
+        assert by_best == pytest.approx(float(history[f"{name}_log_px"]), abs=2e-6) and n == 12
+        assert recorded[name] == pytest.approx(float(history[f"{name}_log_px"]), abs=1e-9)
+        assert np.isfinite(by_zero) and 0.0 <= moved <= 1.0
+    # z = 0 as the only candidate: the best start is the plain one, and the two computations are one
+    monkeypatch.setattr(learners, "start_candidates", lambda chains, seed: np.zeros((1, chains.shape[1])))
+    alone, *_ = marginal_starts.compare_starts(mcem.out, data=data)
+    for name in ("train", "test"):
+        by_zero, by_best, moved, _ = alone[name]
+        assert by_best == by_zero and moved == 0.0
+    # the chains come from the same checkpoint as the parameters
+    assert load_run(mcem.out).chains.shape == (len(data.train_x), cfg.nz)
+
+
+def test_refusals_are_one_line(tmp_path, capsys):
+    data = toy_data(dynamic=False)
     bound = toy_config(tmp_path / "b", samples=400)                     # --metric=bound: no App. D values
     train(bound, data=data, log=lambda *_: None)
     with pytest.raises(UsageError, match="evaluated the bound"):
         marginal_starts.compare_starts(bound.out, data=data)
+    assert load_run(bound.out).chains is None                          # no chains but MCEM's
     assert marginal_starts.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert marginal_starts.main(["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -64,6 +86,8 @@ def test_smoke_trains_a_run_and_writes_the_table(tmp_path, capsys):
         pytest.skip("mnist.pkl.gz not found: set NPVAE_DATA_DIR (e.g. ../shared/data)")
     assert marginal_starts.main(["--smoke", "--out", str(tmp_path)]) == 0
     rows = list(csv.reader(open(tmp_path / "marginal_starts.csv")))
-    assert [r[2] for r in rows[1:]] == ["train", "test"]
+    assert [(r[2], r[4]) for r in rows[1:]] == [("train", "mu(x)"), ("test", "mu(x)"), ("train", "z = 0"),
+                                                ("test", "z = 0")]
     for r in rows[1:]:
-        assert r[4] == r[8]                 # the encoder-mean start gives the run's own history.csv value
+        # the harness's start gives the run's own history.csv value: mu(x) for AEVB, the best for MCEM
+        assert r[9] == (r[5] if r[4] == "mu(x)" else r[6])
