@@ -20,12 +20,18 @@ twice, with the harness's generator, so that only the starts differ:
 
 The harness's own number (mu(x) for AEVB and wake-sleep, the best start for MCEM) is the value of
 the run's history.csv at the checkpoint's budget, printed beside it as a check.  A higher estimate
-from the best start means that chains from the plain start burned in at a poorer mode.  Writes
---out/marginal_starts.md and .csv.
+from the best start means that chains from the plain start burned in at a poorer mode.
+
+--prior_k=K adds a check that starts nowhere: importance sampling with the prior N(0, I) as the
+proposal and K samples per point (``importance_sampled_log_px``, noise from default_rng([eval_seed,
+6])), a lower bound on log p(x) in expectation that rises with K.  Where it lies above an App. D
+estimate, that estimate is too low.  It costs K decoder passes per point (K = 200,000 on 100
+points of Figure 3's model: 3 minutes a set).  Writes --out/marginal_starts.md and .csv.
 """
 import contextlib
 import os
 import sys
+from typing import NamedTuple
 
 if __name__ == "__main__" and "--smoke" in sys.argv[1:]:
     # Set before NumPy loads BLAS (as figure4_5.py does): the smoke's tiny model gains nothing from
@@ -44,7 +50,7 @@ from npvae import blas  # noqa: E402
 from npvae.config import ConfigError, TrainConfig  # noqa: E402
 from npvae.data import ChecksumError, DataNotFoundError  # noqa: E402
 from npvae.learners import MCEM_START_STEP, mcem_marginal_start, start_candidate_rows, start_candidates  # noqa: E402
-from npvae.marginal import best_starts, hmc_log_px  # noqa: E402
+from npvae.marginal import best_starts, hmc_log_px, importance_sampled_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
 from npvae.sweep import read_history  # noqa: E402
 from npvae.train import first_n_training_points, train  # noqa: E402
@@ -53,12 +59,20 @@ SMOKE_RUN = dict(dataset="mnist", binarize="fixed", nz=2, hidden=(32,), samples=
                  metric="marginal", eval_max=40, eval_per_decade=1, progress=False, figures=False)
 
 
-def compare_starts(folder, points=None, data=None):
-    """For the run in folder: ({set: (plain-start estimate, best-start estimate, fraction of starts
-    moved off the plain start, points)}, its config, training samples, and history.csv's (train,
-    test) at that budget or None).  The plain start is mu(x) for AEVB and wake-sleep (their
+class Starts(NamedTuple):
+    plain: float            # mean App. D estimate from the plain start (mu(x); z = 0 for MCEM)
+    best: float             # ... from the best candidate start
+    moved: float            # fraction of the chains whose best start is not the plain one
+    points: int
+    prior_is: float = None  # mean importance-sampled log p(x) with the prior as proposal (prior_k > 0)
+
+
+def compare_starts(folder, points=None, data=None, prior_k=0):
+    """For the run in folder: ({set: ``Starts``}, its config, training samples, and history.csv's
+    (train, test) at that budget or None).  The plain start is mu(x) for AEVB and wake-sleep (their
     harness's), z = 0 for MCEM (whose harness takes the best start).  data: the run's
-    ``TrainingData`` (default: ``npvae.runs.load_run_data``)."""
+    ``TrainingData`` (default: ``npvae.runs.load_run_data``); prior_k: importance samples from the
+    prior per point for ``Starts.prior_is`` (0: none)."""
     try:
         model = load_run(folder)
     except RunLoadError as e:
@@ -96,7 +110,13 @@ def compare_starts(folder, points=None, data=None):
         by_plain, by_best = (hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]), **start)
                              for start in (plain, best))
         moved = float(np.mean(np.any(best["z0"] != plain["z0"], axis=1)))
-        out[name] = (float(np.nanmean(by_plain.log_px)), float(np.nanmean(by_best.log_px)), moved, len(x))
+        prior_is = None
+        if prior_k:                # a check that starts nowhere: a lower bound in expectation
+            zero = np.zeros((len(x), config.nz))
+            prior_is = float(np.mean(importance_sampled_log_px(
+                vae, x, k=prior_k, rng=np.random.default_rng([config.eval_seed, 6]), proposal=(zero, zero))))
+        out[name] = Starts(float(np.nanmean(by_plain.log_px)), float(np.nanmean(by_best.log_px)), moved, len(x),
+                           prior_is)
     return out, config, model.samples, recorded
 
 
@@ -104,8 +124,11 @@ def main_body(argv):
     p = study_parser("marginal_starts", __doc__)
     p.add_argument("runs", nargs="*", help="run folders (trained with --metric=marginal)")
     p.add_argument("--points", type=int, default=0, help="the first this many train and test points (0: the run's eval_max)")
+    p.add_argument("--prior_k", type=int, default=0,
+                   help="also importance-sample log p(x) from the prior, this many samples per point (0: no)")
     args = p.parse_args(argv)
     require(args.points >= 0, f"--points must be >= 0, got {args.points}")
+    require(args.prior_k >= 0, f"--prior_k must be >= 0, got {args.prior_k}")
     out = make_out(args.out)
     runs = list(args.runs)
     require(not (args.smoke and runs), "--smoke trains its own run: give no run folders")
@@ -121,23 +144,24 @@ def main_body(argv):
                     train(config, data=data, overwrite=True, log=lambda *_: None)
             except (ConfigError, DataNotFoundError, ChecksumError) as e:
                 raise UsageError(" ".join(str(e).split())) from None
-        rows = table_rows(runs, args.points, data if args.smoke else None)
+        rows = table_rows(runs, args.points, data if args.smoke else None, args.prior_k)
     header = ["run", "training samples", "set", "points", "plain start", "from the plain start", "from the best start",
-              "best - plain", "starts moved", "history.csv"]
+              "best - plain", "starts moved", "history.csv"] + ([f"prior IS, k = {args.prior_k:,}"] if args.prior_k else [])
     write_text(os.path.join(out, "marginal_starts.md"), markdown_table(header, rows) + "\n")
     write_csv(os.path.join(out, "marginal_starts.csv"), header, rows)
     print(f"wrote {os.path.join(out, 'marginal_starts.md')}")
     return 0
 
 
-def table_rows(runs, points, data=None):
+def table_rows(runs, points, data=None, prior_k=0):
     rows = []
     for folder in runs:
-        results, config, samples, recorded = compare_starts(folder, points or None, data)
-        for name, (by_plain, by_best, moved, n) in results.items():
+        results, config, samples, recorded = compare_starts(folder, points or None, data, prior_k)
+        for name, (by_plain, by_best, moved, n, prior_is) in results.items():
             rows.append([folder, f"{samples:,}", name, n, "z = 0" if config.algorithm == "mcem" else "mu(x)",
                          f"{by_plain:.2f}", f"{by_best:.2f}", f"{by_best - by_plain:+.2f}", f"{moved:.1%}",
-                         f"{recorded[name]:.2f}" if recorded[name] is not None else "-"])
+                         f"{recorded[name]:.2f}" if recorded[name] is not None else "-"]
+                        + ([f"{prior_is:.2f}"] if prior_k else []))
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     return rows
 

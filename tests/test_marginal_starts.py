@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from npvae import learners
-from npvae.runs import load_run
+from npvae.marginal import importance_sampled_log_px
+from npvae.runs import evaluation_sets, load_run
 from npvae.train import train
 
 from .test_mcem import mcem_config
@@ -27,7 +28,7 @@ def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_diffe
     assert samples == 2000 and set(results) == {"train", "test"}
     history = list(csv.DictReader(open(os.path.join(config.out, "history.csv"))))[-1]
     for name in ("train", "test"):
-        by_mean, by_best, moved, n = results[name]
+        by_mean, by_best, moved, n, prior_is = results[name]
         # the harness's generator and starts: its own number, to the 6 decimals history.csv keeps
         assert by_mean == pytest.approx(float(history[f"{name}_log_px"]), abs=2e-6) and n == 12
         assert recorded[name] == pytest.approx(float(history[f"{name}_log_px"]), abs=1e-9)
@@ -37,11 +38,23 @@ def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_diffe
     monkeypatch.setattr(marginal_starts, "start_candidates", lambda train_z, seed: np.full((1, 2), 1e3))
     alone, *_ = marginal_starts.compare_starts(config.out, data=data)
     for name in ("train", "test"):
-        by_mean, by_best, moved, _ = alone[name]
+        by_mean, by_best, moved, _, _ = alone[name]
         assert by_best == by_mean and moved == 0.0
     # --points takes the first points only, and then has no history value to compare with
     few, *_, none = marginal_starts.compare_starts(config.out, points=5, data=data)
-    assert few["test"][3] == 5 and none == {"train": None, "test": None}
+    assert few["test"].points == 5 and none == {"train": None, "test": None}
+    assert results["test"].prior_is is None                             # no --prior_k, no prior IS
+    # --prior_k: importance sampling from the prior, a check that starts nowhere, agrees with App. D
+    # on this barely trained model (broad posteriors), and is the library's estimator with N(0, I)
+    checked, *_ = marginal_starts.compare_starts(config.out, points=5, data=data, prior_k=20_000)
+    model = load_run(config.out)
+    x = evaluation_sets(model.config, data)["test"][0][:5]
+    zero = np.zeros((5, 2))
+    direct = importance_sampled_log_px(model.vae, x, k=20_000, rng=np.random.default_rng([model.config.eval_seed, 6]),
+                                       proposal=(zero, zero))
+    assert checked["test"].prior_is == pytest.approx(float(direct.mean()), abs=1e-12)
+    for name in ("train", "test"):
+        assert checked[name].prior_is == pytest.approx(checked[name].best, abs=0.3), name
 
 
 def test_mcem_best_start_is_the_harness_estimate_and_the_plain_start_is_z_zero(tmp_path, monkeypatch):
@@ -52,7 +65,7 @@ def test_mcem_best_start_is_the_harness_estimate_and_the_plain_start_is_z_zero(t
     history = list(csv.DictReader(open(os.path.join(mcem.out, "history.csv"))))[-1]
     assert cfg.algorithm == "mcem" and samples == 400
     for name in ("train", "test"):
-        by_zero, by_best, moved, n = results[name]
+        by_zero, by_best, moved, n, _ = results[name]
         # MCEM's harness starts at the best candidate (its chains among them): its own number
         assert by_best == pytest.approx(float(history[f"{name}_log_px"]), abs=2e-6) and n == 12
         assert recorded[name] == pytest.approx(float(history[f"{name}_log_px"]), abs=1e-9)
@@ -61,7 +74,7 @@ def test_mcem_best_start_is_the_harness_estimate_and_the_plain_start_is_z_zero(t
     monkeypatch.setattr(learners, "start_candidates", lambda chains, seed: np.zeros((1, chains.shape[1])))
     alone, *_ = marginal_starts.compare_starts(mcem.out, data=data)
     for name in ("train", "test"):
-        by_zero, by_best, moved, _ = alone[name]
+        by_zero, by_best, moved, _, _ = alone[name]
         assert by_best == by_zero and moved == 0.0
     # the chains come from the same checkpoint as the parameters
     assert load_run(mcem.out).chains.shape == (len(data.train_x), cfg.nz)
