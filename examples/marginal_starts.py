@@ -19,7 +19,8 @@ twice, with the harness's generator, so that only the starts differ:
                 which is what MCEM's evaluation does.
 
 The harness's own number (mu(x) for AEVB and wake-sleep, the best start for MCEM) is the value of
-the run's history.csv at the checkpoint's budget, printed beside it as a check.  A higher estimate
+the run's history.csv at the checkpoint's budget, printed beside it as a check (MCEM runs evaluated
+before the best start existed, such as runs/mcem_zero_start/, recorded the z = 0 estimate).  A higher estimate
 from the best start means that chains from the plain start burned in at a poorer mode.
 
 --prior_k=K adds a check that starts nowhere: importance sampling with the prior N(0, I) as the
@@ -67,21 +68,28 @@ class Starts(NamedTuple):
     prior_is: float = None  # mean importance-sampled log p(x) with the prior as proposal (prior_k > 0)
 
 
+def checked_run(folder):
+    """The run in folder (``npvae.runs.load_run``), or a one-line UsageError if it is none or was
+    not evaluated by App. D."""
+    try:
+        model = load_run(folder)
+    except RunLoadError as e:
+        raise UsageError(str(e)) from None
+    require(model.config.metric == "marginal",
+            f"{folder} evaluated the bound (--metric={model.config.metric}): this compares App. D estimates, for "
+            f"runs with --metric=marginal (Nz <= 4)")
+    return model
+
+
 def compare_starts(folder, points=None, data=None, prior_k=0):
     """For the run in folder: ({set: ``Starts``}, its config, training samples, and history.csv's
     (train, test) at that budget or None).  The plain start is mu(x) for AEVB and wake-sleep (their
     harness's), z = 0 for MCEM (whose harness takes the best start).  data: the run's
     ``TrainingData`` (default: ``npvae.runs.load_run_data``); prior_k: importance samples from the
     prior per point for ``Starts.prior_is`` (0: none)."""
-    try:
-        model = load_run(folder)
-    except RunLoadError as e:
-        raise UsageError(str(e)) from None
+    model = checked_run(folder)
     vae, config = model.vae, model.config
     mcem = config.algorithm == "mcem"
-    require(config.metric == "marginal",
-            f"{folder} evaluated the bound (--metric={config.metric}): this compares App. D estimates, for runs "
-            f"with --metric=marginal (Nz <= 4)")
     if data is None:
         try:
             data = load_run_data(config)
@@ -154,6 +162,8 @@ def main_body(argv):
 
 
 def table_rows(runs, points, data=None, prior_k=0):
+    for folder in runs:              # every folder checked before minutes of work on the first
+        checked_run(folder)
     rows = []
     for folder in runs:
         results, config, samples, recorded = compare_starts(folder, points or None, data, prior_k)

@@ -292,7 +292,7 @@ def start_candidates(train_z, eval_seed):
 def mcem_marginal_start(vae, x, chains, eval_seed):
     """``hmc_log_px``'s start for a model with no encoder (MCEM's evaluation): each App. D chain
     starts at the best (highest log p(x, z)) of the ``start_candidates`` built from the training
-    chains' positions chains (N, Z), with initial HMC steps of 0.1."""
+    chains' positions, ``chains`` (N, Z), with initial HMC steps of 0.1."""
     candidates = start_candidates(np.asarray(chains, dtype=np.float64), eval_seed)
     return {"z0": best_starts(vae, x.astype(vae.dtype, copy=False), candidates), "step_size": MCEM_START_STEP}
 

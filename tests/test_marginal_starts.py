@@ -55,6 +55,8 @@ def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_diffe
     assert checked["test"].prior_is == pytest.approx(float(direct.mean()), abs=1e-12)
     for name in ("train", "test"):
         assert checked[name].prior_is == pytest.approx(checked[name].best, abs=0.3), name
+    rows = marginal_starts.table_rows([config.out], 5, data, prior_k=100)     # the table's extra column
+    assert [len(r) for r in rows] == [11, 11] and all(np.isfinite(float(r[10])) for r in rows)
 
 
 def test_mcem_best_start_is_the_harness_estimate_and_the_plain_start_is_z_zero(tmp_path, monkeypatch):
@@ -76,11 +78,19 @@ def test_mcem_best_start_is_the_harness_estimate_and_the_plain_start_is_z_zero(t
     for name in ("train", "test"):
         by_zero, by_best, moved, _, _ = alone[name]
         assert by_best == by_zero and moved == 0.0
-    # the chains come from the same checkpoint as the parameters
-    assert load_run(mcem.out).chains.shape == (len(data.train_x), cfg.nz)
+    # the chains come from the same checkpoint as the parameters, and moved from their prior draws
+    chains = load_run(mcem.out).chains
+    with np.load(os.path.join(mcem.out, "checkpoint.npz")) as ckpt:
+        assert chains.shape == (len(data.train_x), cfg.nz) and np.array_equal(chains, ckpt["mcem/z"])
+    # with only the chains as candidates (no z = 0, no prior draws), the best starts are chains
+    monkeypatch.setattr(learners, "start_candidates", lambda chains, seed: chains)
+    x = load_run(mcem.out)
+    start = learners.mcem_marginal_start(x.vae, evaluation_sets(x.config, data)["train"][0], x.chains, 0)
+    assert start["step_size"] == learners.MCEM_START_STEP == 0.1
+    assert all((row == chains).all(axis=1).any() for row in start["z0"])
 
 
-def test_refusals_are_one_line(tmp_path, capsys):
+def test_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     data = toy_data(dynamic=False)
     bound = toy_config(tmp_path / "b", samples=400)                     # --metric=bound: no App. D values
     train(bound, data=data, log=lambda *_: None)
@@ -88,9 +98,19 @@ def test_refusals_are_one_line(tmp_path, capsys):
         marginal_starts.compare_starts(bound.out, data=data)
     assert load_run(bound.out).chains is None                          # no chains but MCEM's
     assert marginal_starts.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    # a bad folder late in the list is refused before any folder is computed
+    good = toy_config(tmp_path / "g", samples=400, metric="marginal", eval_max=4, eval_per_decade=1)
+    train(good, data=data, log=lambda *_: None)
+    computed = []
+    monkeypatch.setattr(marginal_starts, "compare_starts", lambda *a, **k: computed.append(a))
+    with pytest.raises(UsageError, match="evaluated the bound"):
+        marginal_starts.table_rows([good.out, bound.out], 0)
+    assert computed == []
+    for bad in (["--points=-1"], ["--prior_k=-1"]):
+        assert marginal_starts.main([good.out, "--out", str(tmp_path / "o")] + bad) == 2
     assert marginal_starts.main(["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.count("error: ") == 2 and "Traceback" not in err
+    assert err.count("error: ") == 4 and "Traceback" not in err
 
 
 def test_smoke_trains_a_run_and_writes_the_table(tmp_path, capsys):
