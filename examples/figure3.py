@@ -12,7 +12,10 @@ others), Nz = 3,
 100 hidden units, the paper's optimizer, float32.  At log-spaced budgets each run estimates
 log p(x) on the first 1000 training and test points with the Appendix D estimator (HMC, 50
 samples, 4 leapfrog steps, a KDE fitted per datapoint; ``npvae.marginal.hmc_log_px``), for
-every algorithm alike.  MCEM (App. E) keeps one HMC chain per training image and runs
+every algorithm alike, each chain started at the best (highest log p(x, z)) of z = 0, 256 prior
+draws, the training points' z (encoder means, or MCEM's chains) and, for AEVB and wake-sleep, the
+point's own encoder mean (--marginal_start=best; =own starts theirs at the encoder mean, which on
+an overfit encoder can land a test point's chain in a poor mode: README, Figure 3).  MCEM (App. E) keeps one HMC chain per training image and runs
 full-batch, as the authors' code did: each step is one HMC transition (10 leapfrog steps, step
 sizes tuned to 90% acceptance) of every chain, then 5 Adagrad updates of the decoder on the whole
 training set (--batch_size applies to AEVB and wake-sleep; see npvae.sweep.plan_figure3 for what
@@ -38,7 +41,8 @@ from npvae import sweep  # noqa: E402
 from npvae.config import TrainConfig, parse_overrides  # noqa: E402
 
 DEFAULTS = dict(dataset="mnist", binarize="fixed", nz=3, hidden=(100,), samples=int(sweep.FIG3_PAPER_BUDGET), dtype="float32",
-                metric="marginal", eval_max=1000, eval_per_decade=3, out="runs/fig3", figures=False)
+                metric="marginal", marginal_start="best", eval_max=1000, eval_per_decade=3, out="runs/fig3",
+                figures=False)
 SMOKE = dict(samples=3_000, batch_size=100, hidden=(20,), eval_max=20, eval_per_decade=1,
              checkpoint_seconds=5.0, out="runs/fig3_smoke")
 SMOKE_N_TRAIN = (200, 1000)

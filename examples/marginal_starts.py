@@ -15,11 +15,11 @@ twice, with the harness's generator, so that only the starts differ:
                 first MCEM evaluation's start);
   best start    each chain starts at the best (highest log p(x, z)) of the plain start, z = 0,
                 256 prior draws and the z of up to 2000 training points: their encoder means, or
-                MCEM's chains (``npvae.learners.start_candidates``, ``npvae.marginal.best_starts``),
-                which is what MCEM's evaluation does.
+                MCEM's chains (``npvae.learners.encoder_marginal_start``, ``mcem_marginal_start``),
+                which is what MCEM's evaluation does, and any run's with --marginal_start=best.
 
-The harness's own number (mu(x) for AEVB and wake-sleep, the best start for MCEM) is the value of
-the run's history.csv at the checkpoint's budget, printed beside it as a check (MCEM runs evaluated
+The harness's own number (the best start for MCEM and for runs trained with --marginal_start=best,
+else mu(x)) is the value of the run's history.csv at the checkpoint's budget, printed beside it as a check (MCEM runs evaluated
 before the best start existed, such as runs/mcem_zero_start/, recorded the z = 0 estimate).  A higher estimate
 from the best start means that chains from the plain start burned in at a poorer mode.
 
@@ -50,8 +50,8 @@ from _study import write_csv, write_text  # noqa: E402
 from npvae import blas  # noqa: E402
 from npvae.config import ConfigError, TrainConfig  # noqa: E402
 from npvae.data import ChecksumError, DataNotFoundError  # noqa: E402
-from npvae.learners import MCEM_START_STEP, mcem_marginal_start, start_candidate_rows, start_candidates  # noqa: E402
-from npvae.marginal import best_starts, hmc_log_px, importance_sampled_log_px  # noqa: E402
+from npvae.learners import MCEM_START_STEP, encoder_marginal_start, mcem_marginal_start  # noqa: E402
+from npvae.marginal import hmc_log_px, importance_sampled_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
 from npvae.sweep import read_history  # noqa: E402
 from npvae.train import first_n_training_points, train  # noqa: E402
@@ -96,11 +96,7 @@ def compare_starts(folder, points=None, data=None, prior_k=0):
         except (DataNotFoundError, ChecksumError) as e:
             raise UsageError(" ".join(str(e).split())) from None
     sets = evaluation_sets(config, data)
-    if not mcem:
-        train_x = first_n_training_points(data, config.n_train).train_x
-        train_x = train_x[start_candidate_rows(len(train_x))]              # only the rows that become candidates
-        train_mu = vae.encode(train_x.astype(vae.dtype, copy=False))[0]
-        candidates = start_candidates(np.asarray(train_mu, dtype=np.float64), config.eval_seed)
+    train_x = first_n_training_points(data, config.n_train).train_x          # as the harness passes it
     history = [r for r in read_history(folder) if r[0] == model.samples]
     out, recorded = {}, {}
     for name, (x, _) in sets.items():
@@ -111,9 +107,9 @@ def compare_starts(folder, points=None, data=None, prior_k=0):
         if mcem:       # the first MCEM evaluation's start, and the harness's (npvae.learners.MCEM)
             plain = {"z0": np.zeros((len(x), config.nz)), "step_size": MCEM_START_STEP}
             best = mcem_marginal_start(vae, x, model.chains, config.eval_seed)
-        else:          # the harness's start (hmc_log_px's default), and the best of it and the candidates
+        else:          # hmc_log_px's default start, and the best of it and the candidates (--marginal_start)
             plain = {"z0": np.asarray(vae.encode(x)[0], dtype=np.float64)}
-            best = {"z0": best_starts(vae, x, candidates, own=plain["z0"])}
+            best = encoder_marginal_start(vae, x, train_x, config.eval_seed)
         # the harness's generator (npvae.train: default_rng([eval_seed, 3])) and mean (NaN left out)
         by_plain, by_best = (hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]), **start)
                              for start in (plain, best))

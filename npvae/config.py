@@ -99,6 +99,10 @@ class TrainConfig:
     metric: str = _f("bound", "what evaluations measure: bound (average lower bound per datapoint, Fig. 2) or "
                               "marginal (log p(x) by the App. D HMC estimator, Fig. 3; Nz <= 4)",
                      choices=("bound", "marginal"))
+    marginal_start: str = _f("own", "where --metric=marginal's HMC chains start: own, the learner's rule (AEVB and "
+                                    "wake-sleep: the encoder's mean; MCEM: best), or best, the highest log p(x, z) "
+                                    "of that, z = 0, 256 prior draws and up to 2000 training points' z",
+                             choices=("own", "best"))
     eval_max: int = _f(0, "evaluate on at most this many points per set (0: the full sets)")
     eval_seed: int = _f(1234, "seed of the fixed evaluation noise and the evaluation sets' binarization")
     frey_n_test: int = _f(0, "Frey Face test-set size (0: the data module's default, 465)")
@@ -167,6 +171,9 @@ class TrainConfig:
                               f"clamp); got {self.decoder_var}")
         if self.algorithm == "mcem" and self.metric != "marginal":
             raise ConfigError("--algorithm=mcem has no encoder, so no lower bound to evaluate: add --metric=marginal")
+        if self.marginal_start != "own" and self.metric != "marginal":
+            raise ConfigError(f"--marginal_start={self.marginal_start} sets where the App. D estimator's chains start: "
+                              f"add --metric=marginal")
         if self.metric == "marginal" and self.nz > 4:
             raise ConfigError(f"--metric=marginal (App. D) fits a density to 25 posterior samples per datapoint: "
                               f"it is for Nz <= 4, got --nz={self.nz}")

@@ -86,20 +86,25 @@ class Learner:
         """The average lower bound per datapoint on x with fixed noise eps (the curves' quantity)."""
         return evaluate_bound(self.vae, x, eps, self.config.estimator)
 
-    def evaluate_marginal(self, x, rng, log=print):
+    def evaluate_marginal(self, x, rng, log=print, train_x=None):
         """The average log p(x) per datapoint on x by the Appendix D estimator (``hmc_log_px``, the
         paper's settings: 50 HMC samples, 4 leapfrog steps), datapoint i's randomness from rng's i-th
-        spawned child.  Datapoints whose chain got stuck (NaN) are left out, and the log says so."""
+        spawned child.  Datapoints whose chain got stuck (NaN) are left out, and the log says so.
+        train_x: the training set, whose encoder means are candidate starts with --marginal_start=best."""
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # counted below instead, once
-            estimate = hmc_log_px(self.vae, x, rng, **self._marginal_start(x))
+            estimate = hmc_log_px(self.vae, x, rng, **self._marginal_start(x, train_x))
         stuck = int(np.isnan(estimate.log_px).sum())
         if stuck:
             log(f"App. D estimate: {stuck} of {len(x)} datapoints' HMC chains stayed put; left out of the mean")
         return float(np.nanmean(estimate.log_px))
 
-    def _marginal_start(self, x):
+    def _marginal_start(self, x, train_x=None):
+        if self.config.marginal_start == "best":
+            if train_x is None:
+                raise ValueError("--marginal_start=best needs the training set (train_x) for its candidates")
+            return encoder_marginal_start(self.vae, x, train_x, self.config.eval_seed)
         return {}           # the chains start at the encoder's mean, with steps from its sigma
 
     def state_arrays(self):
@@ -297,6 +302,19 @@ def mcem_marginal_start(vae, x, chains, eval_seed):
     return {"z0": best_starts(vae, x.astype(vae.dtype, copy=False), candidates), "step_size": MCEM_START_STEP}
 
 
+def encoder_marginal_start(vae, x, train_x, eval_seed):
+    """``hmc_log_px``'s start with --marginal_start=best for a model with an encoder: each App. D
+    chain starts at the best (highest log p(x, z)) of its encoder mean mu(x) (tried first) and the
+    ``start_candidates`` built from the encoder means of the training points train_x (N, D) that
+    ``start_candidate_rows`` picks; the step sizes stay hmc_log_px's, from the encoder's sigma.
+    On an overfit encoder mu(x) can put a test point's chain in a poor mode (README, Figure 3)."""
+    rows = np.asarray(train_x)[start_candidate_rows(len(train_x))]
+    train_mu = vae.encode(rows.astype(vae.dtype, copy=False))[0]
+    candidates = start_candidates(np.asarray(train_mu, dtype=np.float64), eval_seed)
+    mu = np.asarray(vae.encode(x)[0], dtype=np.float64)
+    return {"z0": best_starts(vae, x, candidates, own=mu)}
+
+
 MCEM_START_STEP = 0.1       # no encoder sigma to scale the first HMC steps by; burn-in adapts them
 
 
@@ -387,7 +405,7 @@ class MCEM(Learner):
         _, grads = decoder_backward(dlogits, dec_cache)
         return -float((log_px + log_pz).mean()), grads
 
-    def _marginal_start(self, x):
+    def _marginal_start(self, x, train_x=None):
         return mcem_marginal_start(self.vae, x, self.z, self.config.eval_seed)
 
     def state_arrays(self):

@@ -353,7 +353,8 @@ def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, b
     (-188 at 4.6e5 samples, -202 at 2.2e6): README, Monte Carlo EM.
 
     step_sizes: {(algorithm, n_train): lr}, by default FIG3_LR, the paper's rule's pick for each
-    cell (measured for Adagrad); base.lr for the cells it does not name."""
+    cell (measured for Adagrad); base.lr for the cells it does not name.  MCEM's runs keep
+    marginal_start="own": their own rule is already the best start."""
     order = [(a, n) for n in sorted(n_trains, reverse=True) for a in algorithms if a != "mcem"]
     order = ([c for c in order if c[1] != min(n_trains)] + [("mcem", min(n_trains))] * ("mcem" in algorithms)
              + [c for c in order if c[1] == min(n_trains)]
@@ -361,7 +362,8 @@ def plan_figure3(base, out, n_trains=FIG3_N_TRAIN, algorithms=FIG3_ALGORITHMS, b
     return plan_runs({fig3_name(a, n): dataclasses.replace(base, algorithm=a, n_train=n,
                                                            out=os.path.join(out, fig3_name(a, n)),
                                                            lr=step_sizes.get((a, n), base.lr),
-                                                           **({"batch_size": n} if a == "mcem" else {}))
+                                                           **({"batch_size": n, "marginal_start": "own"}
+                                                              if a == "mcem" else {}))
                       for a, n in order}, budget)
 
 

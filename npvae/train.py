@@ -283,7 +283,8 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
         if config.metric == "bound":
             return learner.evaluate(eval_sets[which], eval_eps[which])
         # the same generator at every evaluation: successive values differ only through the parameters
-        return learner.evaluate_marginal(eval_sets[which], np.random.default_rng([config.eval_seed, 3]), log)
+        return learner.evaluate_marginal(eval_sets[which], np.random.default_rng([config.eval_seed, 3]), log,
+                                         data.train_x)
 
     schedule = [s for s in eval_schedule(config.samples, config.batch_size, config.eval_per_decade)
                 if s > (state.history[-1][0] if state.history else 0)]

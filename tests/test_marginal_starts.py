@@ -1,6 +1,7 @@
 """examples/marginal_starts.py: the App. D estimate from the plain start (the encoder's mean, or
 z = 0 for MCEM) against the best candidate start; each learner's harness number is one of the two."""
 import csv
+import dataclasses
 import os
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from npvae import learners
+from npvae.config import ConfigError
 from npvae.marginal import importance_sampled_log_px
 from npvae.runs import evaluation_sets, load_run
 from npvae.train import train
@@ -35,7 +37,7 @@ def test_the_encoder_mean_start_is_the_harness_estimate_and_the_best_start_diffe
         assert np.isfinite(by_best) and 0.0 <= moved <= 1.0
     # with only a hopeless shared candidate every chain keeps its encoder-mean start, and then the
     # two estimates are one computation: nothing but z0 tells them apart
-    monkeypatch.setattr(marginal_starts, "start_candidates", lambda train_z, seed: np.full((1, 2), 1e3))
+    monkeypatch.setattr(learners, "start_candidates", lambda train_z, seed: np.full((1, 2), 1e3))
     alone, *_ = marginal_starts.compare_starts(config.out, data=data)
     for name in ("train", "test"):
         by_mean, by_best, moved, _, _ = alone[name]
@@ -122,5 +124,30 @@ def test_smoke_trains_a_run_and_writes_the_table(tmp_path, capsys):
     assert [(r[2], r[4]) for r in rows[1:]] == [("train", "mu(x)"), ("test", "mu(x)"), ("train", "z = 0"),
                                                 ("test", "z = 0")]
     for r in rows[1:]:
-        # the harness's start gives the run's own history.csv value: mu(x) for AEVB, the best for MCEM
+        # the harness's start gives the run's own history.csv value: mu(x) for AEVB (--marginal_start=own),
+        # the best for MCEM
         assert r[9] == (r[5] if r[4] == "mu(x)" else r[6])
+
+
+def test_marginal_start_best_makes_the_harness_start_at_the_best_candidate(tmp_path):
+    data = toy_data(dynamic=False)
+    config = toy_config(tmp_path, samples=2000, metric="marginal", eval_max=12, eval_per_decade=1, lr=0.05,
+                        marginal_start="best")
+    train(config, data=data, log=lambda *_: None)
+    results, *_, recorded = marginal_starts.compare_starts(config.out, data=data)
+    history = list(csv.DictReader(open(os.path.join(config.out, "history.csv"))))
+    for name in ("train", "test"):
+        # the harness's number is now the best start's, not the encoder mean's
+        assert results[name].best == pytest.approx(float(history[-1][f"{name}_log_px"]), abs=2e-6)
+        assert recorded[name] == pytest.approx(float(history[-1][f"{name}_log_px"]), abs=1e-9)
+    # the same parameters' curve with --marginal_start=own differs only from the first evaluation on
+    own = train(dataclasses.replace(config, marginal_start="own", out=str(tmp_path / "own")), data=data,
+                log=lambda *_: None)
+    assert own["test_log_px"] == pytest.approx(results["test"].plain, abs=2e-6)
+
+
+def test_marginal_start_needs_the_marginal_metric(tmp_path):
+    with pytest.raises(ConfigError, match="add --metric=marginal"):
+        toy_config(tmp_path, marginal_start="best").validate()
+    with pytest.raises(ConfigError, match="--marginal_start must be one of own, best"):
+        toy_config(tmp_path, metric="marginal", marginal_start="zero").validate()

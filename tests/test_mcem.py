@@ -151,6 +151,12 @@ def test_figure3_takes_the_rules_step_sizes_unless_told_otherwise(tmp_path):
     assert step_sizes() == {sweep.fig3_name(a, n): lr for (a, n), lr in sweep.FIG3_LR.items()}
     assert set(step_sizes("--lr=0.05").values()) == {0.05}
     assert set(step_sizes("--optimizer=adam").values()) == {TrainConfig().lr}
+    # every cell's App. D chains start at the best candidate: AEVB's and wake-sleep's by
+    # --marginal_start=best, MCEM's by its own rule (kept "own", as its runs recorded it)
+    starts = {s.name: s.config["marginal_start"] for s in figure3.plan([f"--out={tmp_path}"]).specs}
+    assert starts == {sweep.fig3_name(a, n): "own" if a == "mcem" else "best" for (a, n) in sweep.FIG3_LR}
+    assert set({s.name: s.config["marginal_start"] for s in figure3.plan(
+        ["--marginal_start=own", f"--out={tmp_path}"]).specs}.values()) == {"own"}
 
 
 def test_an_mcem_run_draws_no_figure_of_the_encoder_it_does_not_have(tmp_path):
