@@ -294,6 +294,9 @@ def start_candidates(train_z, eval_seed):
     return np.concatenate([np.zeros((1, nz)), prior, train_z[start_candidate_rows(len(train_z))]])
 
 
+MCEM_START_STEP = 0.1       # no encoder sigma to scale the first HMC steps by; burn-in adapts them
+
+
 def mcem_marginal_start(vae, x, chains, eval_seed):
     """``hmc_log_px``'s start for a model with no encoder (MCEM's evaluation): each App. D chain
     starts at the best (highest log p(x, z)) of the ``start_candidates`` built from the training
@@ -313,9 +316,6 @@ def encoder_marginal_start(vae, x, train_x, eval_seed):
     candidates = start_candidates(np.asarray(train_mu, dtype=np.float64), eval_seed)
     mu = np.asarray(vae.encode(x)[0], dtype=np.float64)
     return {"z0": best_starts(vae, x, candidates, own=mu)}
-
-
-MCEM_START_STEP = 0.1       # no encoder sigma to scale the first HMC steps by; burn-in adapts them
 
 
 class MCEM(Learner):
