@@ -118,7 +118,8 @@ def run_spec(spec, data_dir=None):
 
     Returns {"name", "status": finished | interrupted | failed | skipped, "reason", "samples",
     "seconds"}.  The run's log goes to train.log in its folder."""
-    from .train import RunFolderError, TrainingDiverged, checkpoint_config, train
+    from .data import ChecksumError, DataNotFoundError
+    from .train import RunFolderError, TrainingDiverged, checkpoint_config, no_data_message, train
     if spec.action == "skip":
         return {"name": spec.name, "status": "skipped", "reason": "finished at the budget"}
     config = TrainConfig.from_dict(spec.config)
@@ -149,7 +150,10 @@ def run_spec(spec, data_dir=None):
             summary = train(config, resume=resume, log=log, overwrite=not resume)
         return {"name": spec.name, "status": summary["status"], "reason": "", "samples": summary["samples"],
                 "seconds": round(time.time() - t0, 1)}
-    except (TrainingDiverged, ConfigError) as e:
+    except DataNotFoundError:                   # a worker without the data: say so in one line
+        return {"name": spec.name, "status": "failed", "reason": no_data_message(config),
+                "seconds": round(time.time() - t0, 1)}
+    except (TrainingDiverged, ConfigError, ChecksumError) as e:
         return {"name": spec.name, "status": "failed", "reason": " ".join(str(e).split()),
                 "seconds": round(time.time() - t0, 1)}
     except Exception as e:                              # a bug or a broken environment: keep the trace
@@ -238,7 +242,7 @@ def write_table(rows, out, name="fig2_table", columns=FIG2_COLUMNS):
 
     def cell(v):
         return "" if v is None else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else \
-            f"{v:g}" if isinstance(v, float) else str(v)
+            f"{v:g}" if isinstance(v, float) else " ".join(str(v).split()).replace("|", "\\|")   # one table row
     lines = ["| " + " | ".join(c[1] for c in columns) + " |",
              "| " + " | ".join("---:" if c[2] else "---" for c in columns) + " |"]
     lines += ["| " + " | ".join(cell(r[c[0]]) for c in columns) + " |" for r in rows]
@@ -618,6 +622,30 @@ class _StatusReporter:
         return lines
 
 
+def check_data(specs, data_dir=None):
+    """Load each distinct data set that the runs to do will train on, here, before any run starts.
+    Raises ConfigError (one line) when one is nowhere: otherwise every run would fail alike, each
+    after creating its folder.  For a local pool only: a Dask worker may keep its data elsewhere."""
+    from .data import ChecksumError, DataNotFoundError
+    from .train import _load_data, no_data_message
+    checked = set()
+    for spec in specs:
+        if spec.action == "skip":
+            continue
+        config = TrainConfig.from_dict(spec.config)
+        config = dataclasses.replace(config, data_dir=data_dir or config.data_dir)
+        files = (config.dataset, config.binarize == "static", config.data_dir)
+        if files in checked:
+            continue
+        checked.add(files)
+        try:
+            _load_data(config)
+        except DataNotFoundError:
+            raise ConfigError(no_data_message(config)) from None
+        except ChecksumError as e:
+            raise ConfigError(" ".join(str(e).split())) from None
+
+
 def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=None, data_dir=None, log=print,
               status_every=0):
     """Send the runs to an executor; call redraw() after each; return {name: result}.
@@ -750,6 +778,12 @@ def command_main(argv, doc, script, plan):
         print(table)
         print(f"figure: {command.figure}")
         return 0
+    if not scheduler:
+        try:
+            check_data(command.specs, command.data_dir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     results = run_sweep(command.specs, command.out, command.redraw, jobs=jobs, threads=threads, scheduler=scheduler,
                         security=security, data_dir=command.data_dir, status_every=status_every)
     _, table = command.redraw()

@@ -485,7 +485,9 @@ def resolve_config(argv, defaults, smoke_overrides=None):
     return dataclasses.replace(config, out=resume_dir).validate(), True, False
 
 
-def _no_data_message(config):
+def no_data_message(config):
+    """One line for a run whose data is nowhere: what is missing, where it was looked for, and how
+    to provide it."""
     from .data import data_folders
     if config.dataset == "frey":
         what, files = "Frey Face", "frey_rawface.mat"
@@ -514,7 +516,7 @@ def main(argv, defaults, smoke_overrides=None, prog=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DataNotFoundError:
-        print(f"error: {_no_data_message(config)}", file=sys.stderr)
+        print(f"error: {no_data_message(config)}", file=sys.stderr)
         return 2
     except (TrainingDiverged, ChecksumError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

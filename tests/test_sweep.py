@@ -371,3 +371,29 @@ def test_two_sweeps_into_one_folder_keep_each_others_failures(tmp_path):
     sweep._update_failures(str(tmp_path), {"aevb_n1000": None, "wakesleep_n1000": None})   # the other sweep starts
     sweep._update_failures(str(tmp_path), {"wakesleep_n1000": "diverged"})
     assert json.load(open(tmp_path / "failures.json")) == {"mcem_n1000": "diverged", "wakesleep_n1000": "diverged"}
+
+
+@pytest.mark.parametrize("script,argv", [("figure2.py", ["--dataset=frey", "--nz=2"]),
+                                         ("figure3.py", ["--algorithms=aevb", "--n_train=1000"]),
+                                         ("protocols.py", ["--protocols=static"])])
+def test_a_local_sweep_without_its_data_refuses_in_one_line_and_starts_no_run(script, argv, tmp_path):
+    """Without the data every run would fail alike, each leaving a folder behind: the sweep says
+    what is missing and where it looked, before any run starts."""
+    import subprocess
+    import sys
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    env = dict(os.environ, NPVAE_DATA_DIR=str(empty), NPVAE_CACHE_DIR=str(empty), MPLBACKEND="Agg")
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "..", "examples", script),
+           f"--out={tmp_path / 'sweep'}", *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and " not found: looked for " in line and str(empty) in line
+    assert not (tmp_path / "sweep").exists() or not any(p.is_dir() for p in (tmp_path / "sweep").iterdir())
+
+
+def test_a_failure_with_a_long_message_stays_on_its_row_of_the_table(tmp_path):
+    rows = [{"name": "a", "status": "failed: Error: line one\n  - line | two\n"}]
+    text = sweep.write_table(rows, str(tmp_path), columns=(("name", "run", ""), ("status", "status", "")))
+    assert text.splitlines()[2] == "| a | failed: Error: line one - line \\| two |"
