@@ -20,6 +20,7 @@ grey image lies in ``[0, 1)``; binarized images are exactly 0 or 1.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -933,6 +934,15 @@ class TrainingData:
     def __post_init__(self):
         if self.binary is None:
             self.binary = bool(self.dynamic or np.isin(self.train_x, (0, 1)).all())
+
+    def astype(self, dtype) -> "TrainingData":
+        """The same data with float arrays in dtype (itself when they already are).  A run gathers
+        its minibatches into its own dtype: converting once spares a cast on every gather."""
+        dtype = np.dtype(dtype)
+        arrays = ("train_x", "train_eval_x", "test_x")
+        if all(getattr(self, a).dtype == dtype for a in arrays):
+            return self
+        return dataclasses.replace(self, **{a: getattr(self, a).astype(dtype) for a in arrays})
 
 
 def load_training_data(dataset="mnist", binarize_mode="dynamic", dtype=np.float64, path=None,

@@ -220,7 +220,7 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
                              f"or replace it with --overwrite")
     if data is None:
         data = _load_data(config)
-    data = first_n_training_points(data, config.n_train)
+    data = first_n_training_points(data, config.n_train).astype(config.dtype)
     if config.lr_probe and not resume:
         lr, results = pick_learning_rate(config, data, log)
         config = dataclasses.replace(config, lr=lr, lr_probe=0, lr_probe_results=json.dumps(results))
