@@ -252,6 +252,9 @@ def test_the_protocol_table_and_figure_give_each_gap_beside_the_papers(tmp_path)
     assert static["samples_reached"] == 12_000 and static["gap"] == pytest.approx(static["train"] - static["test"],
                                                                                    abs=0.011)
     assert (static["paper_train"], static["paper_test"], static["paper_gap"]) == (-97.0, -100.0, 3.0)
+    assert static["test_vs_paper"] == pytest.approx(static["test"] + 100.0, abs=0.011)
+    assert static["train_vs_paper"] == pytest.approx(static["train"] + 97.0, abs=0.011)
+    assert cell["none"]["test_vs_paper"] is None                                 # nothing to compare yet
     assert cell["none"]["status"] == "not started" and cell["dynamic"]["samples_reached"] == 0
     assert "| static |" in text and (tmp_path / "protocols_table.csv").exists()
     assert (tmp_path / "protocols.png").stat().st_size > 5000
