@@ -434,10 +434,19 @@ def test_best_starts_picks_each_datapoints_most_probable_candidate():
     candidates = np.concatenate([np.zeros((1, 2)), rng.standard_normal((40, 2)) * 2.0])
     lp = np.asarray(_vae_log_joint(vae, x)(np.broadcast_to(candidates[:, None, :], (41, 9, 2)), grad=False)[0])
     expected = candidates[lp.argmax(axis=0)]
-    for chunk in (1, 7, 64):
+    for chunk in (1, 9 * 7, 9 * 64, 10**6):                          # 1, 7, 64 or all candidates per call
         np.testing.assert_array_equal(best_starts(vae, x, candidates, chunk=chunk), expected)
-    twice = np.concatenate([candidates, candidates])                  # ties: the first copy
-    np.testing.assert_array_equal(best_starts(vae, x, twice, chunk=5), expected)
+    # Ties go to the first candidate.  With latent 2 cut off from the decoder, log p(x, z) depends
+    # on z2 only through the prior's z2**2, so (a, b) and (a, -b) tie exactly.
+    cut = VAE(12, 2, (7,), "bernoulli", seed=4, dtype=np.float64, init_std=1.5)
+    cut.params["dec.h1.W"][1] = 0.0
+    drawn = candidates[1:]                                            # z = 0 is its own mirror image
+    mirrored = drawn * [1.0, -1.0]
+    lp = np.asarray(_vae_log_joint(cut, x)(np.broadcast_to(drawn[:, None, :], (40, 9, 2)), grad=False)[0])
+    for first, second in ((drawn, mirrored), (mirrored, drawn)):
+        for chunk in (9, 9 * 40, 9 * 80):                            # the tie across calls or within one
+            picked = best_starts(cut, x, np.concatenate([first, second]), chunk=chunk)
+            np.testing.assert_array_equal(picked, first[lp.argmax(axis=0)])
     with pytest.raises(ValueError, match="candidates must have shape"):
         best_starts(vae, x, np.zeros((3, 5)))
     # own: one candidate per datapoint, tried first.  Give half the datapoints the shared winner as
