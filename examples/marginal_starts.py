@@ -23,15 +23,20 @@ else mu(x)) is the value of the run's history.csv at the checkpoint's budget, pr
 before the best start existed, such as runs/mcem_zero_start/, recorded the z = 0 estimate).  A higher estimate
 from the best start means that chains from the plain start burned in at a poorer mode.
 
---prior_k=K adds a check that starts nowhere: importance sampling with the prior N(0, I) as the
-proposal and K samples per point (``importance_sampled_log_px``, noise from default_rng([eval_seed,
-6])), a lower bound on log p(x) in expectation that rises with K.  Where it lies above an App. D
-estimate, that estimate is too low.  It costs K decoder passes per point (K = 200,000 on 100
-points of Figure 3's model: 3 minutes a set).  Writes --out/marginal_starts.md and .csv.
+Both means are over the same points: a point whose chain stayed put (NaN) from either start is
+left out of both, and the table says how many.  --prior_k=K adds a check that starts nowhere:
+importance sampling with the prior N(0, I) as the proposal and K samples per point
+(``importance_sampled_log_px``, noise from default_rng([eval_seed, 6])), a lower bound on log p(x)
+in expectation that rises with K, given with its standard error.  Where it lies above an App. D
+estimate by more than that error, the estimate is too low.  It costs K decoder passes per point
+(K = 200,000 on 100 points of Figure 3's model: 3 minutes a set).
+
+Writes --out/marginal_starts.md and .csv; an --out that holds them is refused unless --overwrite.
 """
 import contextlib
 import os
 import sys
+import warnings
 from typing import NamedTuple
 
 if __name__ == "__main__" and "--smoke" in sys.argv[1:]:
@@ -44,28 +49,32 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_study.py
 
-from _study import UsageError, make_out, markdown_table, require, run, study_parser  # noqa: E402
+from _study import UsageError, claim_out, markdown_table, require, run, study_parser  # noqa: E402
 from _study import write_csv, write_text  # noqa: E402
 
 from npvae import blas  # noqa: E402
 from npvae.config import ConfigError, TrainConfig  # noqa: E402
 from npvae.data import ChecksumError, DataNotFoundError  # noqa: E402
-from npvae.learners import MCEM_START_STEP, encoder_marginal_start, mcem_marginal_start  # noqa: E402
+from npvae.learners import MCEM_START_STEP, encoder_marginal_start, marginal_eval_rng, mcem_marginal_start  # noqa: E402
 from npvae.marginal import hmc_log_px, importance_sampled_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
 from npvae.sweep import read_history  # noqa: E402
 from npvae.train import first_n_training_points, train  # noqa: E402
 
+PRIOR_IS_STREAM = 6        # default_rng([eval_seed, 6]): a stream no harness generator takes (npvae.learners)
+OUTPUTS = ("marginal_starts.md", "marginal_starts.csv", "smoke_aevb", "smoke_mcem")
 SMOKE_RUN = dict(dataset="mnist", binarize="fixed", nz=2, hidden=(32,), samples=20_000, n_train=1000,
                  metric="marginal", eval_max=40, eval_per_decade=1, progress=False, figures=False)
 
 
 class Starts(NamedTuple):
     plain: float            # mean App. D estimate from the plain start (mu(x); z = 0 for MCEM)
-    best: float             # ... from the best candidate start
+    best: float             # ... from the best candidate start, over the same points
     moved: float            # fraction of the chains whose best start is not the plain one
-    points: int
+    points: int             # the points compared
+    left_out: int = 0       # points whose chain stayed put (NaN) from either start: in neither mean
     prior_is: float = None  # mean importance-sampled log p(x) with the prior as proposal (prior_k > 0)
+    prior_is_stderr: float = None   # its standard error, from each point's (delta method)
 
 
 def checked_run(folder):
@@ -110,17 +119,25 @@ def compare_starts(folder, points=None, data=None, prior_k=0):
         else:          # hmc_log_px's default start, and the best of it and the candidates (--marginal_start)
             plain = {"z0": np.asarray(vae.encode(x)[0], dtype=np.float64)}
             best = encoder_marginal_start(vae, x, train_x, config.eval_seed)
-        # the harness's generator (npvae.train: default_rng([eval_seed, 3])) and mean (NaN left out)
-        by_plain, by_best = (hmc_log_px(vae, x, np.random.default_rng([config.eval_seed, 3]), **start)
-                             for start in (plain, best))
+        # the harness's generator, so that the harness's start gives its own number
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # stuck chains: counted in the table
+            by_plain, by_best = (hmc_log_px(vae, x, marginal_eval_rng(config.eval_seed), **start).log_px
+                                 for start in (plain, best))
+        kept = np.isfinite(by_plain) & np.isfinite(by_best)     # the same points in every column
+        require(kept.any(), f"{folder}: every {name} chain stayed put from one start or the other: nothing to compare")
+        if not kept.all():
+            recorded[name] = None      # the harness's mean left out its own stuck points, not these
         moved = float(np.mean(np.any(best["z0"] != plain["z0"], axis=1)))
-        prior_is = None
+        prior_is = prior_is_stderr = None
         if prior_k:                # a check that starts nowhere: a lower bound in expectation
             zero = np.zeros((len(x), config.nz))
-            prior_is = float(np.mean(importance_sampled_log_px(
-                vae, x, k=prior_k, rng=np.random.default_rng([config.eval_seed, 6]), proposal=(zero, zero))))
-        out[name] = Starts(float(np.nanmean(by_plain.log_px)), float(np.nanmean(by_best.log_px)), moved, len(x),
-                           prior_is)
+            log_px, stderr = importance_sampled_log_px(vae, x, k=prior_k, proposal=(zero, zero), return_stderr=True,
+                                                       rng=np.random.default_rng([config.eval_seed, PRIOR_IS_STREAM]))
+            prior_is = float(np.mean(log_px[kept]))
+            prior_is_stderr = float(np.sqrt(np.sum(stderr[kept] ** 2)) / kept.sum())
+        out[name] = Starts(float(np.mean(by_plain[kept])), float(np.mean(by_best[kept])), moved, int(kept.sum()),
+                           int((~kept).sum()), prior_is, prior_is_stderr)
     return out, config, model.samples, recorded
 
 
@@ -130,10 +147,11 @@ def main_body(argv):
     p.add_argument("--points", type=int, default=0, help="the first this many train and test points (0: the run's eval_max)")
     p.add_argument("--prior_k", type=int, default=0,
                    help="also importance-sample log p(x) from the prior, this many samples per point (0: no)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results that --out already holds")
     args = p.parse_args(argv)
     require(args.points >= 0, f"--points must be >= 0, got {args.points}")
     require(args.prior_k >= 0, f"--prior_k must be >= 0, got {args.prior_k}")
-    out = make_out(args.out)
+    out = claim_out(args.out, OUTPUTS, args.overwrite)
     runs = list(args.runs)
     require(not (args.smoke and runs), "--smoke trains its own run: give no run folders")
     require(runs or args.smoke, "give at least one run folder (or --smoke)")
@@ -149,8 +167,9 @@ def main_body(argv):
             except (ConfigError, DataNotFoundError, ChecksumError) as e:
                 raise UsageError(" ".join(str(e).split())) from None
         rows = table_rows(runs, args.points, data if args.smoke else None, args.prior_k)
-    header = ["run", "training samples", "set", "points", "plain start", "from the plain start", "from the best start",
-              "best - plain", "starts moved", "history.csv"] + ([f"prior IS, k = {args.prior_k:,}"] if args.prior_k else [])
+    header = ["run", "training samples", "set", "points", "left out (stuck)", "plain start", "from the plain start",
+              "from the best start", "best - plain", "starts moved", "history.csv"] + (
+        [f"prior IS, k = {args.prior_k:,}"] if args.prior_k else [])
     write_text(os.path.join(out, "marginal_starts.md"), markdown_table(header, rows) + "\n")
     write_csv(os.path.join(out, "marginal_starts.csv"), header, rows)
     print(f"wrote {os.path.join(out, 'marginal_starts.md')}")
@@ -163,11 +182,11 @@ def table_rows(runs, points, data=None, prior_k=0):
     rows = []
     for folder in runs:
         results, config, samples, recorded = compare_starts(folder, points or None, data, prior_k)
-        for name, (by_plain, by_best, moved, n, prior_is) in results.items():
-            rows.append([folder, f"{samples:,}", name, n, "z = 0" if config.algorithm == "mcem" else "mu(x)",
-                         f"{by_plain:.2f}", f"{by_best:.2f}", f"{by_best - by_plain:+.2f}", f"{moved:.1%}",
+        for name, r in results.items():
+            rows.append([folder, f"{samples:,}", name, r.points, r.left_out, "z = 0" if config.algorithm == "mcem" else "mu(x)",
+                         f"{r.plain:.2f}", f"{r.best:.2f}", f"{r.best - r.plain:+.2f}", f"{r.moved:.1%}",
                          f"{recorded[name]:.2f}" if recorded[name] is not None else "-"]
-                        + ([f"{prior_is:.2f}"] if prior_k else []))
+                        + ([f"{r.prior_is:.2f} ± {r.prior_is_stderr:.2f}"] if prior_k else []))
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     return rows
 

@@ -275,6 +275,16 @@ class WakeSleep(Learner):
 
 START_PRIOR_DRAWS = 256
 START_FROM_TRAINING = 2000
+# The evaluation's generators are streams [eval_seed, s] of their own: each evaluation draws the
+# same noise, and nothing from the training stream.  (examples/marginal_starts.py takes 6.)
+MARGINAL_EVAL_STREAM = 3     # the App. D estimator's HMC and KDE noise
+START_PRIOR_STREAM = 5       # start_candidates' prior draws
+
+
+def marginal_eval_rng(eval_seed):
+    """The generator of the harness's App. D evaluation (``Learner.evaluate_marginal``): the same at
+    every evaluation, so that successive values differ only through the parameters."""
+    return np.random.default_rng([eval_seed, MARGINAL_EVAL_STREAM])
 
 
 def start_candidate_rows(n_train):
@@ -287,10 +297,11 @@ def start_candidate_rows(n_train):
 
 def start_candidates(train_z, eval_seed):
     """Candidate starts of the App. D chains (``marginal.best_starts``): z = 0, 256 prior draws (a
-    generator seeded [eval_seed, 5]: every evaluation tries the same) and the training points' z
-    (N, Z), MCEM's chains or an encoder's means, of the rows ``start_candidate_rows`` picks."""
+    generator seeded [eval_seed, START_PRIOR_STREAM]: every evaluation tries the same) and the
+    training points' z (N, Z), MCEM's chains or an encoder's means, of the rows
+    ``start_candidate_rows`` picks."""
     nz = train_z.shape[1]
-    prior = np.random.default_rng([eval_seed, 5]).standard_normal((START_PRIOR_DRAWS, nz))
+    prior = np.random.default_rng([eval_seed, START_PRIOR_STREAM]).standard_normal((START_PRIOR_DRAWS, nz))
     return np.concatenate([np.zeros((1, nz)), prior, train_z[start_candidate_rows(len(train_z))]])
 
 

@@ -37,7 +37,7 @@ from . import paper
 from .config import ConfigError, TrainConfig, help_text, parse_overrides, quiet_broken_pipe
 from .data import TrainingData, load_training_data
 from .fileio import FolderLockedError, atomic_path, remove_stale_temps, run_lock
-from .learners import LEARNERS, evaluate_bound, prior_grads
+from .learners import LEARNERS, evaluate_bound, marginal_eval_rng, prior_grads
 
 __all__ = ["TrainConfig", "TrainingData", "TrainingDiverged", "RunFolderError", "train", "main", "eval_schedule",
            "evaluate", "prior_grads", "parse_overrides", "pick_learning_rate"]
@@ -282,9 +282,7 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
     def evaluate(which):
         if config.metric == "bound":
             return learner.evaluate(eval_sets[which], eval_eps[which])
-        # the same generator at every evaluation: successive values differ only through the parameters
-        return learner.evaluate_marginal(eval_sets[which], np.random.default_rng([config.eval_seed, 3]), log,
-                                         data.train_x)
+        return learner.evaluate_marginal(eval_sets[which], marginal_eval_rng(config.eval_seed), log, data.train_x)
 
     schedule = [s for s in eval_schedule(config.samples, config.batch_size, config.eval_per_decade)
                 if s > (state.history[-1][0] if state.history else 0)]
