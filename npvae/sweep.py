@@ -415,7 +415,7 @@ PROTOCOL_COLUMNS = (("binarize", "binarize", ""), ("folder", "run", ""), ("sampl
                     ("train", "train", ":"), ("test", "test", ":"), ("gap", "train - test", ":"),
                     ("paper_train", "paper train", ":"), ("paper_test", "paper test", ":"),
                     ("paper_gap", "paper gap", ":"), ("train_vs_paper", "train - paper", ":"),
-                ("test_vs_paper", "test - paper", ":"), ("trained", "trained", ":"), ("status", "status", ""))
+                    ("test_vs_paper", "test - paper", ":"), ("trained", "trained", ":"), ("status", "status", ""))
 
 
 def protocol_folders(out, protocols=PROTOCOLS, where=None):
