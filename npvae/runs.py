@@ -15,6 +15,7 @@ is still training.  config.json beside it may have been edited by hand, and summ
 rewritten at a run's start, so neither is trusted for the model; summary.json only says whether
 the run has finished.
 """
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -126,9 +127,8 @@ def load_run(folder, dtype=None):
 def load_run_data(config, data_dir=None):
     """A run's ``TrainingData``, loaded with the arguments ``npvae.train`` loads it with (data_dir:
     where to look for the files; default: the run's own ``data_dir``, then $NPVAE_DATA_DIR)."""
-    from .data import load_training_data
-    return load_training_data(config.dataset, config.binarize, config.dtype, data_dir or config.data_dir or None,
-                              config.eval_seed, config.frey_n_test)
+    from .train import _load_data                       # the one place that says how a run loads its data
+    return _load_data(dataclasses.replace(config, data_dir=data_dir) if data_dir else config)
 
 
 def evaluation_sets(config, data=None, data_dir=None):

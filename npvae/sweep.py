@@ -637,7 +637,8 @@ def check_data(specs, data_dir=None):
     Raises ConfigError (one line) when one is nowhere: otherwise every run would fail alike, each
     after creating its folder.  For a local pool only: a Dask worker may keep its data elsewhere."""
     from .data import ChecksumError, DataNotFoundError
-    from .train import _load_data, no_data_message
+    from .runs import load_run_data
+    from .train import no_data_message
     checked = set()
     for spec in specs:
         if spec.action == "skip":
@@ -649,7 +650,7 @@ def check_data(specs, data_dir=None):
             continue
         checked.add(files)
         try:
-            _load_data(config)
+            load_run_data(config)
         except DataNotFoundError:
             raise ConfigError(no_data_message(config)) from None
         except ChecksumError as e:
