@@ -125,7 +125,7 @@ def run_spec(spec, data_dir=None):
     config = TrainConfig.from_dict(spec.config)
     if data_dir:
         config = dataclasses.replace(config, data_dir=data_dir)
-    t0 = time.time()
+    t0, created = time.time(), False
     try:
         resume = spec.action == "resume"
         if not resume and os.path.exists(os.path.join(config.out, "checkpoint.npz")):
@@ -140,6 +140,7 @@ def run_spec(spec, data_dir=None):
                 raise RunFolderError(f"the run in {config.out} differs from this sweep in {', '.join(changed)}")
             config = dataclasses.replace(saved, samples=config.samples, out=config.out, progress=False,
                                          data_dir=config.data_dir)
+        created = not os.path.exists(config.out)
         os.makedirs(config.out, exist_ok=True)
         log_path = os.path.join(config.out, "train.log")
         with open(log_path, "a") as log_file:
@@ -151,6 +152,8 @@ def run_spec(spec, data_dir=None):
         return {"name": spec.name, "status": summary["status"], "reason": "", "samples": summary["samples"],
                 "seconds": round(time.time() - t0, 1)}
     except DataNotFoundError:                   # a worker without the data: say so in one line
+        if created:
+            _remove_if_untouched(config.out)
         return {"name": spec.name, "status": "failed", "reason": no_data_message(config),
                 "seconds": round(time.time() - t0, 1)}
     except (TrainingDiverged, ConfigError, ChecksumError) as e:
@@ -159,6 +162,15 @@ def run_spec(spec, data_dir=None):
     except Exception as e:                              # a bug or a broken environment: keep the trace
         return {"name": spec.name, "status": "failed", "reason": f"{type(e).__name__}: {e}",
                 "trace": traceback.format_exc(), "seconds": round(time.time() - t0, 1)}
+
+
+def _remove_if_untouched(folder):
+    """Remove a run folder that run_spec created and nothing wrote into (an empty train.log only),
+    so that a run which never started leaves nothing behind."""
+    path = os.path.join(folder, "train.log")
+    if os.listdir(folder) == ["train.log"] and os.path.getsize(path) == 0:
+        os.remove(path)
+        os.rmdir(folder)
 
 
 # --------------------------------------------------------------------------- where the sweep stands

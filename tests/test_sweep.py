@@ -72,6 +72,17 @@ def test_run_spec_extends_a_run_and_reports_a_failure_instead_of_raising(tmp_pat
     bad = sweep.RunSpec("aevb_nz3", {**spec.config, "nz": 3, "out": str(tmp_path / "aevb_nz3")}, "new")
     result = sweep.run_spec(bad)                                                # diverges: reported, not raised
     assert result["status"] == "failed" and "non-finite" in result["reason"]
+    # a worker without the data (a Dask worker: a local sweep checks first) reports it in one line,
+    # and a new run's folder, which nothing was written into, is not left behind
+    from npvae.data import DataNotFoundError
+
+    def nowhere(config):
+        raise DataNotFoundError("Could not find 'frey_rawface.mat'.\n  Looked in: nowhere")
+    monkeypatch.setattr(npvae.train, "_load_data", nowhere)
+    new = sweep.RunSpec("aevb_nz4", {**spec.config, "nz": 4, "out": str(tmp_path / "aevb_nz4")}, "new")
+    result = sweep.run_spec(new)
+    assert result["status"] == "failed" and " not found: looked for " in result["reason"]
+    assert "\n" not in result["reason"] and not (tmp_path / "aevb_nz4").exists()
 
 
 def test_table_and_figure_show_a_half_finished_sweep(tmp_path):
