@@ -19,7 +19,8 @@ cores split over the jobs).  With --scheduler the runs go to an existing Dask cl
 npvae and the data (--data_dir as the workers see it).  A Dask scheduler runs whatever code it is
 sent: keep it on a trusted network, or use TLS (--tls-ca-file, --tls-cert, --tls-key).
 While runs train, the sweep prints a line per running run every --status_every seconds (default
-600; 0: none): samples trained of the budget, the rate, the time left.
+600; 0: none): samples trained of the budget, the rate, the time left; with each such line (at
+most once a minute) it redraws the figure and the table too.
 Any TrainConfig field (--dtype=float32, --binarize=static, --seed=1, ...) passes through to every run.
 """
 import os

@@ -23,10 +23,11 @@ minibatch MCEM does at N = 50000).  Each run's Adagrad step size is the one the 
 picks for it (npvae.sweep.FIG3_LR, measured with --lr_probe: 0.1 for AEVB and MCEM, 0.02 for
 wake-sleep); --lr=X (or another --optimizer) sets every run's instead.
 
-After every run the sweep redraws fig3.png (one panel per training-set size, train solid, test
-dashed, the paper's end values marked) and fig3_table.md / .csv (every cell at the budget its
-run has reached, beside the paper's value).  Re-running the command skips finished runs,
-resumes the others and extends them to a larger --samples; Ctrl-C stops with checkpoints.
+After every run, and with the progress lines (at most once a minute), the sweep redraws fig3.png
+(one panel per training-set size, train solid, test dashed, the paper's end values marked) and
+fig3_table.md / .csv (every cell at the budget its run has reached, beside the paper's value).
+Re-running the command skips finished runs, resumes the others and extends them to a larger
+--samples; Ctrl-C stops with checkpoints.
 
 Sweep options: --n_train=1000,50000 --algorithms=aevb,wakesleep,mcem, and the executor's
 and progress options (--jobs, --threads, --scheduler, --tls-*, --status_every, --status) as in

@@ -4,7 +4,8 @@
     run_spec(spec)    -> a result dict; an ordinary function of its spec, so a process pool or a
                          Dask worker needs nothing but npvae and the data to run it
     run_sweep(...)    -> sends the runs to an executor, redraws the figure and the table each
-                         time a run ends, and reports failures without stopping the other runs
+                         time a run ends (and every few minutes while runs train), and reports
+                         failures without stopping the other runs
     collect(...)      -> every cell at the budget its run has reached, beside the paper's value
 
 Re-running a sweep skips finished runs, resumes unfinished ones from their checkpoints (a worker
@@ -595,11 +596,19 @@ class _StatusReporter:
     """Every ``every`` seconds (from a thread of the sweep's own), a line per run in flight: the
     samples its checkpoint holds, of its budget, the rate since the sweep began watching it, and
     the time left at that rate.  It reads the runs' checkpoints, so it needs no word from the
-    workers (on Dask, only those whose folders this machine sees)."""
+    workers (on Dask, only those whose folders this machine sees).
 
-    def __init__(self, every, log):
+    redraw: called at most every ``redraw_every`` seconds (default: every tick, but no more often
+    than once a minute) after the lines, so that the figure and the table of a sweep whose runs take
+    hours show where the runs stand, not where they stood when the last run ended.  The caller
+    makes it safe to call beside its own redraws (run_sweep holds a lock)."""
+
+    def __init__(self, every, log, redraw=None, redraw_every=None):
         import threading
         self.every, self.log = every, log
+        self.redraw = redraw
+        self.redraw_every = max(every, 60.0) if redraw_every is None else redraw_every
+        self._last_redraw = time.monotonic()
         self.in_flight = {}      # name -> RunSpec: submitted and not yet returned (on Dask: maybe queued)
         self.baseline = {}       # name -> (samples, time) when the run was first seen moving
         self._stop = threading.Event()
@@ -619,6 +628,13 @@ class _StatusReporter:
         while not self._stop.wait(self.every):
             for line in self.lines():
                 self.log(line)
+            if self.redraw is not None and time.monotonic() - self._last_redraw >= self.redraw_every:
+                self._last_redraw = time.monotonic()
+                try:
+                    self.redraw()
+                except Exception as e:       # a figure that cannot be drawn now must not stop the reports
+                    self.log(f"[{time.strftime('%H:%M')}] could not redraw the figure and table "
+                             f"({type(e).__name__}: {' '.join(str(e).split())}); the next run's end tries again")
 
     def lines(self, now=None):
         now = time.monotonic() if now is None else now
@@ -671,7 +687,8 @@ def check_data(specs, data_dir=None):
 
 def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=None, data_dir=None, log=print,
               status_every=0):
-    """Send the runs to an executor; call redraw() after each; return {name: result}.
+    """Send the runs to an executor; call redraw() after each, and with the progress lines (at most
+    once a minute) while runs train; return {name: result}.
 
     redraw: a function of no arguments that redraws the sweep's figure and table from its folders.
     scheduler: None for a local process pool of ``jobs`` workers, or a Dask scheduler address
@@ -679,9 +696,16 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
     Ctrl-C (SIGINT): runs not yet started are cancelled, running local runs write a checkpoint and
     stop, and the results say "interrupted"; on a Dask cluster the running runs go on until their
     workers stop (their checkpoints keep them), as Dask cannot stop a running task.
-    status_every: seconds between the progress lines of the runs in flight (0: none)."""
+    status_every: seconds between the progress lines of the runs in flight, which also redraw the
+    figure and table (at most once a minute); 0: neither."""
+    import threading
     os.makedirs(out, exist_ok=True)
     todo = [s for s in specs if s.action != "skip"]
+    lock = threading.Lock()          # the status thread redraws too: one redraw at a time (pyplot, files)
+
+    def locked_redraw():
+        with lock:
+            return redraw()
     results = {s.name: {"name": s.name, "status": "skipped", "reason": "finished at the budget"}
                for s in specs if s.action == "skip"}
     _update_failures(out, {s.name: None for s in todo})
@@ -692,9 +716,9 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
         if result["status"] == "failed":
             _update_failures(out, {result["name"]: result["reason"]})
         log(f"{result['name']}: {result['status']}" + (f" ({result['reason']})" if result.get("reason") else ""))
-        redraw()
+        locked_redraw()
 
-    with _SweepInterrupt(log) as interrupt, _StatusReporter(status_every, log) as status:
+    with _SweepInterrupt(log) as interrupt, _StatusReporter(status_every, log, locked_redraw) as status:
         if scheduler:
             from dask.distributed import Client, as_completed
             with Client(scheduler, security=security) as client:
@@ -731,7 +755,7 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
                                       "reason": f"worker died ({type(e).__name__}); its checkpoint resumes next sweep"})
                 for spec in pending:
                     results[spec.name] = {"name": spec.name, "status": "not started", "reason": "Ctrl-C"}
-    redraw()
+    locked_redraw()
     return results
 
 

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -311,6 +312,40 @@ def test_the_status_lines_give_each_run_in_flight_its_progress_rate_and_time_lef
     for name in ("aevb_nz20", "big", "queued"):
         reporter.in_flight.pop(name)
     assert reporter.lines(now=6000.0) == []
+
+
+def test_the_status_thread_redraws_while_runs_train_and_survives_a_failed_redraw():
+    """A run of 10^8 samples takes hours: the figure and table follow it between its ends, and a
+    redraw that fails (say, a history file caught mid-write elsewhere) is reported, not fatal."""
+    import threading
+    calls, logged, twice = [], [], threading.Event()
+
+    def redraw():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise OSError("history.csv\nvanished")
+        if len(calls) >= 3:
+            twice.set()
+    with sweep._StatusReporter(0.01, logged.append, redraw, redraw_every=0.0):
+        assert twice.wait(10)
+    assert any("could not redraw the figure and table (OSError: history.csv vanished)" in line for line in logged)
+    # by default no more often than once a minute, however often the lines come
+    assert sweep._StatusReporter(0.5, print, redraw).redraw_every == 60.0
+    assert sweep._StatusReporter(600, print, redraw).redraw_every == 600
+
+
+def test_run_sweep_gives_the_status_thread_its_redraw(tmp_path, monkeypatch):
+    handed, drawn = [], []
+
+    class Spy(sweep._StatusReporter):
+        def __init__(self, every, log, redraw=None, redraw_every=None):
+            super().__init__(every, log, redraw, redraw_every)
+            handed.append(redraw)
+    monkeypatch.setattr(sweep, "_StatusReporter", Spy)
+    sweep.run_sweep([], str(tmp_path), lambda: drawn.append(1), status_every=0, log=lambda *_: None)
+    assert len(drawn) == 1 and handed[0] is not None
+    handed[0]()
+    assert len(drawn) == 2
 
 
 def test_status_says_where_the_sweep_stands_and_trains_nothing(tmp_path):
