@@ -288,23 +288,34 @@ def _legend_of_every_panel(panels, fig):
 
 
 def draw_panels(rows, path, panel_key, panel_title, ylabel, curve_key="algorithm", paper_budget=1e8,
-                panel_size=(3.2, 3.4)):
+                panel_size=(3.2, 3.4), zoom_from=None):
     """The layout every sweep's figure shares: one panel per value of ``panel_key`` (Nz, N train),
     one colour per value of ``curve_key`` (the algorithm, the binarization), train solid and test
     dashed, the paper's end values marked at the right edge, one legend for every panel.
 
     rows: ``collect``'s cells; a cell's paper marker takes its ``mark_as`` colour if it has one
-    (a figure whose curves share one paper value), else its curve's.  panel_title: key -> title."""
+    (a figure whose curves share one paper value), else its curve's.  panel_title: key -> title.
+    zoom_from: beside each panel, the same curves from this many samples on, the y axis fitted to
+    them (where curves a nat or two apart end, which a panel from 10^5 squeezes together); drawn
+    once some curve has passed twice zoom_from."""
     from . import plots
     import matplotlib.pyplot as plt
     keys = sorted({r[panel_key] for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(panel_size[0] * len(keys), panel_size[1]), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    zoom = zoom_from is not None and any(r["history"] and r["history"][-1][0] >= 2 * zoom_from for r in rows)
+    views = [(key, None) for key in keys] + ([(key, zoom_from) for key in keys] if zoom else [])
+    fig, axes = plt.subplots(1, len(views), figsize=(panel_size[0] * len(views), panel_size[1]), squeeze=False)
+    for ax, (key, start) in zip(axes[0], views):
         cells = [r for r in rows if r[panel_key] == key]
         curves = {r[curve_key]: r["history"] for r in cells if r["history"]}
         marks = {r.get("mark_as", r[curve_key]): (r["paper_train"], r["paper_test"])
                  for r in cells if r["paper_train"] is not None}
-        left = plots.draw_fig2_panel(ax, curves, marks, panel_title(key), paper_budget=paper_budget)
+        power = math.log10(start) if start else 0.5
+        title = panel_title(key) if start is None else "the same, from " + (
+            f"$10^{{{power:.0f}}}$" if power == round(power) else f"{start:,.0f}") + " samples on"
+        left = plots.draw_fig2_panel(ax, curves, marks, title, paper_budget=paper_budget)
+        if start is not None:
+            left = start
+            ax.set_xlim(left, ax.get_xlim()[1])
         plots.fit_y(ax, curves, marks, left)
     axes[0][0].set_ylabel(ylabel)
     legend = _legend_of_every_panel(axes[0], fig)
@@ -471,7 +482,7 @@ def redraw_protocols(out, base, protocols=PROTOCOLS, where=None):
     label = LABELS.get(base.algorithm, base.algorithm)
     draw_panels(rows, os.path.join(out, "protocols.png"), "nz",
                 lambda nz: f"MNIST, $N_z$ = {nz}, {label}: which binarization?",
-                "average lower bound per datapoint", curve_key="binarize", panel_size=(6.4, 4.4))
+                "average lower bound per datapoint", curve_key="binarize", panel_size=(6.4, 4.4), zoom_from=1e7)
     return rows, text
 
 

@@ -272,6 +272,32 @@ def test_the_protocol_table_and_figure_give_each_gap_beside_the_papers(tmp_path)
     assert (tmp_path / "protocols.png").stat().st_size > 5000
 
 
+def test_a_zoom_panel_shows_the_last_decades_once_a_curve_reaches_them(monkeypatch, tmp_path):
+    """The protocols figure: curves 1-3 nats apart at 10^8 look alike on a panel from 10^5, so a
+    second panel from 10^7 on fits its y axis to them; before any curve gets there it is left out."""
+    from npvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    samples = np.logspace(5, 8, 31)
+
+    def row(name, end, gap):
+        history = [(n, 0.0, end - 50 / np.log10(n / 1e4) ** 2 + gap, end - 50 / np.log10(n / 1e4) ** 2)
+                   for n in samples]
+        return {"nz": 20, "binarize": name, "history": history, "paper_train": -97.0, "paper_test": -100.0,
+                "mark_as": "paper"}
+    rows = [row("dynamic", -96.5, 0.1), row("static", -97.1, 2.9)]
+    sweep.draw_panels(rows, str(tmp_path / "p.png"), "nz", str, "bound", curve_key="binarize", zoom_from=1e7)
+    full, zoomed = figures[-1].axes
+    assert zoomed.get_xlim()[0] == 1e7 and zoomed.get_title() == "the same, from $10^{7}$ samples on"
+    shown = [v for r in rows for n, _, tr, te in r["history"] if n >= 1e7 for v in (tr, te)] + [-97.0, -100.0]
+    low, high = zoomed.get_ylim()
+    assert min(shown) - 1 < low < min(shown) and max(shown) < high < max(shown) + 1     # fitted to the last decade
+    assert full.get_ylim()[0] < -145                            # the full panel goes down to 10^5's bounds
+    short = [{**r, "history": r["history"][:20]} for r in rows]  # to 10^7: nothing to zoom on yet
+    sweep.draw_panels(short, str(tmp_path / "p.png"), "nz", str, "bound", curve_key="binarize", zoom_from=1e7)
+    assert len(figures[-1].axes) == 1
+
+
 def test_protocols_smoke(tmp_path):
     """`python examples/protocols.py --smoke`: MNIST Nz = 20 AEVB under the three binarizations."""
     if not (have("mnist.pkl.gz") and have("binarized_mnist_train.amat")):
