@@ -309,9 +309,7 @@ def draw_panels(rows, path, panel_key, panel_title, ylabel, curve_key="algorithm
         curves = {r[curve_key]: r["history"] for r in cells if r["history"]}
         marks = {r.get("mark_as", r[curve_key]): (r["paper_train"], r["paper_test"])
                  for r in cells if r["paper_train"] is not None}
-        power = math.log10(start) if start else 0.5
-        title = panel_title(key) if start is None else "the same, from " + (
-            f"$10^{{{power:.0f}}}$" if power == round(power) else f"{start:,.0f}") + " samples on"
+        title = panel_title(key) if start is None else f"the same, from {_samples_label(start)} samples on"
         left = plots.draw_fig2_panel(ax, curves, marks, title, paper_budget=paper_budget)
         if start is not None:
             left = start
@@ -324,6 +322,12 @@ def draw_panels(rows, path, panel_key, panel_title, ylabel, curve_key="algorithm
     fig.set_size_inches(width, height + below)                                   # the panels keep their size
     fig.tight_layout(rect=(0, below / (height + below), 1, 1))
     plots._save(fig, path)
+
+
+def _samples_label(n):
+    """A number of samples for a title: a power of ten as 10 to its power, any other with commas."""
+    power = math.log10(n)
+    return f"$10^{{{power:.0f}}}$" if power == round(power) else f"{n:,.0f}"
 
 
 def draw_figure(rows, path, dataset):
@@ -645,7 +649,7 @@ class _StatusReporter:
                     self.redraw()
                 except Exception as e:       # a figure that cannot be drawn now must not stop the reports
                     self.log(f"[{time.strftime('%H:%M')}] could not redraw the figure and table "
-                             f"({type(e).__name__}: {' '.join(str(e).split())}); the next run's end tries again")
+                             f"({type(e).__name__}: {' '.join(str(e).split())}); the next progress line tries again")
 
     def lines(self, now=None):
         now = time.monotonic() if now is None else now
