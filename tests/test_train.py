@@ -143,12 +143,13 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, capsys):
         if st.steps == 12:
             os.kill(os.getpid(), signal.SIGINT)       # the real signal, delivered to the handler
     cfg = toy_config(tmp_path, samples=2000, progress=True)
+    before = signal.getsignal(signal.SIGINT)      # Python's default, or SIG_IGN under nohup / a background job
     s = train(cfg, data=toy_data(), callback=press_ctrl_c, log=lambda *_: None)
     assert s["status"] == "interrupted" and s["steps"] == 12
     assert capsys.readouterr().err.count("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again") == 1
     with np.load(os.path.join(cfg.out, "checkpoint.npz")) as z:
         assert list(z["counters"][:2]) == [240, 12]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # handler restored
+    assert signal.getsignal(signal.SIGINT) is before                           # handler restored
 
 
 def test_compare_runs_draws_both_learners_and_tabulates_their_budgets(tmp_path, capsys):
