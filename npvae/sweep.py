@@ -295,14 +295,16 @@ def draw_panels(rows, path, panel_key, panel_title, ylabel, curve_key="algorithm
 
     rows: ``collect``'s cells; a cell's paper marker takes its ``mark_as`` colour if it has one
     (a figure whose curves share one paper value), else its curve's.  panel_title: key -> title.
-    zoom_from: beside each panel, the same curves from this many samples on, the y axis fitted to
+    zoom_from: right of each panel, the same curves from this many samples on, the y axis fitted to
     them (where curves a nat or two apart end, which a panel from 10^5 squeezes together); drawn
-    once some curve has passed twice zoom_from."""
+    once one of the panel's curves has passed twice zoom_from."""
     from . import plots
     import matplotlib.pyplot as plt
     keys = sorted({r[panel_key] for r in rows})
-    zoom = zoom_from is not None and any(r["history"] and r["history"][-1][0] >= 2 * zoom_from for r in rows)
-    views = [(key, None) for key in keys] + ([(key, zoom_from) for key in keys] if zoom else [])
+    def zoomed(key):
+        return zoom_from is not None and any(r["history"] and r["history"][-1][0] >= 2 * zoom_from
+                                             for r in rows if r[panel_key] == key)
+    views = [view for key in keys for view in [(key, None)] + ([(key, zoom_from)] if zoomed(key) else [])]
     fig, axes = plt.subplots(1, len(views), figsize=(panel_size[0] * len(views), panel_size[1]), squeeze=False)
     for ax, (key, start) in zip(axes[0], views):
         cells = [r for r in rows if r[panel_key] == key]
