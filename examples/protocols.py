@@ -23,10 +23,10 @@ tabulated but not trained (while the Figure 2 sweep trains it):
 
 After every run, and with the progress lines (at most once a minute), the sweep redraws
 protocols.png (the curves of every protocol, train solid and test dashed, the paper's Fig. 2 end
-values in black; once a run passes 2e7 samples, beside them the same curves from 1e7 on, where
-they end a nat or two apart) and protocols_table.md / .csv (each protocol at the budget its run reached, with
-train - test beside the paper's gap). Re-running the command skips finished runs, resumes the others
-and extends them to a larger --samples; Ctrl-C stops with checkpoints.
+values in black; once a run passes 2e7 samples, beside them the same curves from 1e7 on, where they
+end a nat or two apart) and protocols_table.md / .csv (each protocol at the budget its run reached,
+with train - test beside the paper's gap). Re-running the command skips finished runs, resumes the
+others and extends them to a larger --samples; Ctrl-C stops with checkpoints.
 
 Sweep options: --protocols=dynamic,static,none, --nz=20, --algorithm=aevb, and the executor's
 and progress options (--jobs, --threads, --scheduler, --tls-*, --status_every, --status) as in

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -575,7 +576,6 @@ def _leave_process_group():
     os.setpgrp()
     # Out of the group, a worker would outlive a sweep killed outright (SIGKILL, a closed session):
     # it watches its parent and, once orphaned, stops its run as a Ctrl-C does (with a checkpoint).
-    import threading
     parent = os.getppid()
 
     def watch():
@@ -621,7 +621,6 @@ class _StatusReporter:
     makes it safe to call beside its own redraws (run_sweep holds a lock)."""
 
     def __init__(self, every, log, redraw=None, redraw_every=None):
-        import threading
         self.every, self.log = every, log
         self.redraw = redraw
         self.redraw_every = max(every, 60.0) if redraw_every is None else redraw_every
@@ -715,7 +714,6 @@ def run_sweep(specs, out, redraw, jobs=2, threads=1, scheduler=None, security=No
     workers stop (their checkpoints keep them), as Dask cannot stop a running task.
     status_every: seconds between the progress lines of the runs in flight, which also redraw the
     figure and table (at most once a minute); 0: neither."""
-    import threading
     os.makedirs(out, exist_ok=True)
     todo = [s for s in specs if s.action != "skip"]
     lock = threading.Lock()          # the status thread redraws too: one redraw at a time (pyplot, files)
