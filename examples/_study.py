@@ -1,7 +1,7 @@
 """Shared plumbing of the studies (examples/gradient_variance.py, gradcheck_study.py,
-reparam_by_hand.py, bug_zoo.py, kl_weight.py, likelihoods.py): the command line, atomic output
-files, tables, image grids, loading a run, and training runs through the one harness (with their
-options and budget).
+reparam_by_hand.py, bug_zoo.py, kl_weight.py, likelihoods.py, appendix_d_accuracy.py): the command
+line, atomic output files, tables, image grids, loading a run, and training runs through the one
+harness (with their options and budget).
 
 Nothing here computes a gradient; the studies' own logic lives in the scripts, as importable
 functions, so that tests/test_studies.py can call it.

@@ -9,7 +9,6 @@ Every random draw comes from a fixed seed, so each number below is reproducible.
 """
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 from scipy.stats import gaussian_kde, multivariate_normal
 
 from npvae import VAE
@@ -64,16 +63,6 @@ def bernoulli_vae_problem():
     return vae, x
 
 
-def grid_log_px(vae, x, half_width=6.0, n=301):
-    """log integral p(x|z) p(z) dz on an n x n grid over [-6, 6]^2: cells of 0.04 against posterior sds of
-    0.33 and more.  A Riemann sum of a smooth integrand that vanishes at the edges converges fast: here a
-    601-point grid changes the values by at most 2e-8, and a wider one over [-9, 9]^2 by at most 3e-7."""
-    g = np.linspace(-half_width, half_width, n)
-    z = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 1, 2)
-    log_cell = 2.0 * np.log(g[1] - g[0])
-    return np.array([logsumexp(vae.log_joint(x[i:i + 1], z)) + log_cell for i in range(x.shape[0])])
-
-
 def with_scaled_encoder(vae, scale):
     """A copy of vae whose encoder weights and biases are multiplied by scale (the decoder is shared)."""
     a = vae.arch
@@ -82,10 +71,24 @@ def with_scaled_encoder(vae, scale):
     return out
 
 
+def test_the_grid_answer_has_converged_and_refuses_what_it_cannot_integrate():
+    """The reference itself: finer cells and a wider square leave it where it was (grid_log_px's
+    docstring quotes these margins), and a latent space that is not 2-D is one ValueError line."""
+    vae, x = bernoulli_vae_problem()
+    coarse = M.grid_log_px(vae, x)
+    assert np.max(np.abs(M.grid_log_px(vae, x, n=601) - coarse)) < 1e-7
+    assert np.max(np.abs(M.grid_log_px(vae, x, half_width=9.0, n=451) - coarse)) < 1e-6
+    assert np.max(np.abs(M.grid_log_px(vae, x, n=41) - coarse)) > 1e-4       # a coarse grid does differ
+    with pytest.raises(ValueError, match="2-D latent space; this VAE has z_dim=3"):
+        M.grid_log_px(VAE(20, 3, 8, "bernoulli", seed=0), x)
+    with pytest.raises(ValueError, match="half_width"):
+        M.grid_log_px(vae, x, half_width=0.0)
+
+
 @pytest.fixture(scope="module")
 def vae_grid():
     vae, x = bernoulli_vae_problem()
-    return vae, x, grid_log_px(vae, x)
+    return vae, x, M.grid_log_px(vae, x)
 
 
 # --------------------------------------------------------------------------- the target

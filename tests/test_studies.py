@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import _study  # noqa: E402
+import appendix_d_accuracy  # noqa: E402
 import bug_zoo  # noqa: E402
 import gradcheck_study  # noqa: E402
 import gradient_variance  # noqa: E402
@@ -199,7 +200,8 @@ def test_bug_zoo_every_bug_is_caught_and_the_control_by_none(tmp_path):
                                          ("kl_weight.py", ["--betas", "1,-2"]),
                                          ("kl_weight.py", ["--smoke", "--samples", "6000", "--warmup-samples", "7000"]),
                                          ("likelihoods.py", ["--decoder-var", "0"]),
-                                         ("likelihoods.py", ["--smoke", "--decoder-var", "1e-20"])])
+                                         ("likelihoods.py", ["--smoke", "--decoder-var", "1e-20"]),
+                                         ("appendix_d_accuracy.py", ["--seeds", "0"])])
 def test_bad_arguments_give_one_error_line_and_exit_code_2(script, args, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
@@ -314,3 +316,34 @@ def test_continuous_bernoulli_normaliser_and_bins_match_integrals():
 def test_bernoulli_entropy_is_zero_on_binary_pixels_and_log2_at_one_half():
     assert likelihoods.bernoulli_entropy(np.array([[0.0, 1.0, 1.0]]))[0] == 0.0
     assert likelihoods.bernoulli_entropy(np.array([[0.5, 0.5]]))[0] == pytest.approx(2 * np.log(2), rel=1e-14)
+
+
+# --------------------------------------------------------------------------- appendix_d_accuracy
+
+def test_appendix_d_accuracy_more_draws_shrink_the_error_and_calibrate_its_stderr(tmp_path, capsys):
+    assert appendix_d_accuracy.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "accuracy.png").stat().st_size > 5000
+    assert "rms(error / stderr)" in (tmp_path / "accuracy.md").read_text()
+    table = read_csv(tmp_path / "accuracy.csv")
+    errors = read_csv(tmp_path / "errors.csv")
+    assert len(table) == len(appendix_d_accuracy.SETTINGS) and len(errors) == 4 * len(table)   # one seed x 4 points
+
+    # each written error is the library's estimator against the library's grid, for that seed
+    from npvae.marginal import grid_log_px, hmc_log_px
+    vae, x, exact = appendix_d_accuracy.grid_problem()
+    np.testing.assert_array_equal(exact, grid_log_px(vae, x))
+    paper = appendix_d_accuracy.SETTINGS[0]
+    est = hmc_log_px(vae, x, np.random.default_rng(0), n_samples=paper.n_samples,
+                     kde_factors=appendix_d_accuracy.WIDTHS[paper.widths])
+    written = [float(r["error"]) for r in errors if r["setting"] == paper.name]
+    np.testing.assert_allclose(written, est.log_px - exact, atol=1e-6)
+
+    # what the study exists to show (seed 0, fixed): 400 draws err far less than the paper's 50, and
+    # their standard error covers the error (rms of error / stderr near 1)
+    by = {r["setting"]: r for r in table}
+    rms = {t: float(by[t.name]["rms error"]) for t in appendix_d_accuracy.SETTINGS}
+    for t in appendix_d_accuracy.SETTINGS:
+        if t.n_samples == 400:
+            assert rms[t] < 0.1 and rms[t] < rms[paper] / 3, (t, rms)
+            assert 0.5 < float(by[t.name]["rms(error / stderr)"]) < 2.0
+        assert by[t.name]["failed"] == "0"
