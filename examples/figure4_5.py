@@ -32,6 +32,10 @@ with --dtype=float32 --eval_per_decade=10, as docs/RUNS.md started it; 500 hidde
 0.01 for MNIST, 200 and 0.02 for Frey Face), so the sweep later resumes and extends it.  Each
 run's log is train.log in its folder.
 
+For each Fig. 4 panel it prints how much the manifold varies beside the data (manifold_spread):
+the decoder means' per-pixel standard deviation over the grid against the training images', and
+the spread of the encoder's means against the grid's range.
+
 Outputs in --out (default runs/fig45; --smoke: runs/fig45_smoke, with its runs in it):
 fig4_manifolds.png and fig5_samples.png.  Redrawing replaces these two files and no other; --docs
 copies them to docs/img/fig4_manifolds.png and docs/img/fig5_samples.png, replacing those.
@@ -59,7 +63,8 @@ from _study import StudyParser, UsageError, nonnegative_int, require, run  # noq
 from npvae import paper, plots  # noqa: E402
 from npvae.config import ConfigError, TrainConfig  # noqa: E402
 from npvae.fileio import atomic_path  # noqa: E402
-from npvae.runs import RunLoadError, has_checkpoint, load_run, read_checkpoint_config  # noqa: E402
+from npvae.data import ChecksumError, DataNotFoundError  # noqa: E402
+from npvae.runs import RunLoadError, has_checkpoint, load_run, load_run_data, read_checkpoint_config  # noqa: E402
 
 # name (its option, and its folder under --out in --smoke): (data set, Nz, default folder)
 RUNS = {
@@ -111,6 +116,36 @@ def fig4_panels(frey_run, mnist_run, grid=20):
                  f"{budget_text(trained)}")
         panels.append(Panel(z, means, trained.image_shape, grid, title))
     return panels
+
+
+def manifold_spread(trained, panel, data=None):
+    """How much a Fig. 4 panel varies, beside what its model was fitted to:
+
+    decoder_sd   the decoder means' standard deviation over the grid, per pixel, averaged over pixels;
+    data_sd      the same over the training images (data.train_x: grey levels before any binarization);
+    encoder_sd   (Nz,) the standard deviation of the encoder's means mu(x) over the training images,
+                 per latent axis: the grid spans the prior's 2.5-97.5% range (|z| <= 1.96) on each,
+                 so an sd near 1 is what the grid covers, and a wider one reaches past it.
+
+    data: the run's TrainingData (default: loaded as the run loaded it, ``npvae.runs.load_run_data``)."""
+    if data is None:
+        data = load_run_data(trained.config)
+    x = np.asarray(data.train_x, dtype=trained.vae.dtype)
+    mu, _ = trained.vae.encode(x)
+    return {"decoder_sd": float(np.asarray(panel.images, dtype=np.float64).std(axis=0).mean()),
+            "data_sd": float(x.astype(np.float64).std(axis=0).mean()),
+            "encoder_sd": np.asarray(mu, dtype=np.float64).std(axis=0)}
+
+
+def spread_line(label, trained, panel):
+    """One printed line of manifold_spread for a Fig. 4 panel (or why it was not computed)."""
+    try:
+        s = manifold_spread(trained, panel)
+    except (DataNotFoundError, ChecksumError) as e:
+        return f"{label}: spread not computed ({' '.join(str(e).split())})"
+    return (f"{label}: the decoder means vary over the grid by {s['decoder_sd']:.3f} per pixel (sd, averaged "
+            f"over pixels), the training images by {s['data_sd']:.3f}; the encoder means of the training "
+            f"images have sd {', '.join(f'{v:.2f}' for v in s['encoder_sd'])} (the grid spans |z| <= 1.96)")
 
 
 def fig5_panels(mnist_runs, rng, side=10):
@@ -284,10 +319,13 @@ def main_body(argv):
     except OSError as e:
         raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     written = []
+    spreads = []
     if args.only in (None, "4"):
         panels = fig4_panels(trained["frey_nz2"], trained["mnist_nz2"], args.grid)
         written.append(os.path.join(out, FIG4_PNG))
         draw(panels, written[-1], panel_height=6.5)
+        spreads = [spread_line(f"Fig. 4 ({letter}) {DATA_NAMES[trained[name].config.dataset]}", trained[name], panel)
+                   for letter, name, panel in zip("ab", FIG4_RUNS, panels)]
     if args.only in (None, "5"):
         panels = fig5_panels([trained[name] for name in FIG5_RUNS], np.random.default_rng(args.seed),
                              args.sample_grid)
@@ -302,6 +340,8 @@ def main_body(argv):
     for panel, name in rows:
         t = trained[name]
         print(f"| {panel} | {t.folder} | {DATA_NAMES[t.config.dataset]}, {t.config.nz} | {t.samples:,} | {t.status} |")
+    for line in spreads:
+        print(line)
     for path in written:
         print(f"figure: {path}")
         if args.docs:

@@ -126,6 +126,13 @@ def test_figure4_5_smoke_draws_the_decoder_means_of_its_runs(tmp_path, capsys):
         assert np.allclose(panel.images, _decoder_mean_by_hand(out / name, panel.z.astype(float)), atol=1e-5)
         assert f"{nz}-D latent space" in panel.title and f"{fig45.SMOKE_SAMPLES:,} training samples" in panel.title
 
+    # each Fig. 4 panel's spread is printed, as manifold_spread computes it
+    for letter, name, panel in zip("ab", fig45.FIG4_RUNS, (frey, mnist)):
+        assert f"Fig. 4 ({letter}) {fig45.DATA_NAMES[runs[name].config.dataset]}: the decoder means vary" in proc.stdout
+    spread = fig45.manifold_spread(runs["frey_nz2"], fig45.fig4_panels(runs["frey_nz2"], runs["mnist_nz2"])[0])
+    assert f"by {spread['decoder_sd']:.3f} per pixel" in proc.stdout
+    assert f"have sd {spread['encoder_sd'][0]:.2f}, {spread['encoder_sd'][1]:.2f}" in proc.stdout
+
     # again: the runs are reused (not retrained) and only the two PNGs are redrawn
     ckpt = (out / "mnist_nz5" / "checkpoint.npz").read_bytes()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -147,3 +154,19 @@ def test_figure4_5_smoke_draws_the_decoder_means_of_its_runs(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
     assert not (tmp_path / "x").exists()                    # nothing written on an error
+
+
+def test_manifold_spread_is_the_standard_deviation_over_the_grid_the_images_and_the_encoder_means():
+    """What figure4_5.py prints for a Fig. 4 panel, on arrays whose answers are known by hand."""
+    import types
+    import numpy as np
+    from npvae import VAE
+    fig45 = _figure4_5()
+    vae = VAE(4, 2, 3, "bernoulli", seed=0)
+    x = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    panel = types.SimpleNamespace(images=np.array([[0.2, 0.2, 0.2, 0.2], [0.8, 0.8, 0.8, 0.8]]))
+    s = fig45.manifold_spread(types.SimpleNamespace(vae=vae, config=None), panel, data=types.SimpleNamespace(train_x=x))
+    assert np.isclose(s["decoder_sd"], 0.3)                  # two images 0.6 apart in every pixel
+    assert np.isclose(s["data_sd"], np.sqrt(2.0 / 9.0))      # every pixel takes 0, 1 and one of them again
+    mu = vae.encode(x)[0]
+    assert s["encoder_sd"].shape == (2,) and np.allclose(s["encoder_sd"], mu.std(axis=0))
