@@ -122,19 +122,23 @@ def manifold_spread(trained, panel, data=None):
     """How much a Fig. 4 panel varies, beside what its model was fitted to:
 
     decoder_sd   the decoder means' standard deviation over the grid, per pixel, averaged over pixels;
-    data_sd      the same over the training images (data.train_x: grey levels before any binarization);
-    encoder_sd   (Nz,) the standard deviation of the encoder's means mu(x) over the training images,
-                 per latent axis: the grid spans the prior's 2.5-97.5% range (|z| <= 1.96) on each,
-                 so an sd near 1 is what the grid covers, and a wider one reaches past it.
+    data_sd      the same over the training images (data.train_x: for MNIST the grey levels, which
+                 a Bernoulli mean is compared with, not one binarization of them);
+    encoder_sd   (Nz,) the standard deviation of the encoder's means mu(x) over the training images
+                 as the model sees them (data.train_eval_x: binarized, for MNIST), per latent axis;
+    in_grid      the fraction of those means inside the grid's square, whose centres span the
+                 prior's 2.5-97.5% range on each axis (|z| <= norm.ppf(1 - 1/(2 grid))).
 
     data: the run's TrainingData (default: loaded as the run loaded it, ``npvae.runs.load_run_data``)."""
     if data is None:
         data = load_run_data(trained.config)
-    x = np.asarray(data.train_x, dtype=trained.vae.dtype)
-    mu, _ = trained.vae.encode(x)
+    mu, _ = trained.vae.encode(np.asarray(data.train_eval_x, dtype=trained.vae.dtype))
+    mu = np.asarray(mu, dtype=np.float64)
+    z = np.asarray(panel.z, dtype=np.float64)
     return {"decoder_sd": float(np.asarray(panel.images, dtype=np.float64).std(axis=0).mean()),
-            "data_sd": float(x.astype(np.float64).std(axis=0).mean()),
-            "encoder_sd": np.asarray(mu, dtype=np.float64).std(axis=0)}
+            "data_sd": float(np.asarray(data.train_x, dtype=np.float64).std(axis=0).mean()),
+            "encoder_sd": mu.std(axis=0),
+            "in_grid": float(np.all((mu >= z.min(axis=0)) & (mu <= z.max(axis=0)), axis=1).mean())}
 
 
 def spread_line(label, trained, panel):
@@ -145,7 +149,8 @@ def spread_line(label, trained, panel):
         return f"{label}: spread not computed ({' '.join(str(e).split())})"
     return (f"{label}: the decoder means vary over the grid by {s['decoder_sd']:.3f} per pixel (sd, averaged "
             f"over pixels), the training images by {s['data_sd']:.3f}; the encoder means of the training "
-            f"images have sd {', '.join(f'{v:.2f}' for v in s['encoder_sd'])} (the grid spans |z| <= 1.96)")
+            f"images have sd {', '.join(f'{v:.2f}' for v in s['encoder_sd'])}, and {100 * s['in_grid']:.0f}% "
+            f"of them lie inside the grid's square")
 
 
 def fig5_panels(mnist_runs, rng, side=10):

@@ -127,7 +127,7 @@ def test_figure4_5_smoke_draws_the_decoder_means_of_its_runs(tmp_path, capsys):
         assert f"{nz}-D latent space" in panel.title and f"{fig45.SMOKE_SAMPLES:,} training samples" in panel.title
 
     # each Fig. 4 panel's spread is printed, as manifold_spread computes it
-    for letter, name, panel in zip("ab", fig45.FIG4_RUNS, (frey, mnist)):
+    for letter, name in zip("ab", fig45.FIG4_RUNS):
         assert f"Fig. 4 ({letter}) {fig45.DATA_NAMES[runs[name].config.dataset]}: the decoder means vary" in proc.stdout
     spread = fig45.manifold_spread(runs["frey_nz2"], fig45.fig4_panels(runs["frey_nz2"], runs["mnist_nz2"])[0])
     assert f"by {spread['decoder_sd']:.3f} per pixel" in proc.stdout
@@ -162,11 +162,17 @@ def test_manifold_spread_is_the_standard_deviation_over_the_grid_the_images_and_
     import numpy as np
     from npvae import VAE
     fig45 = _figure4_5()
-    vae = VAE(4, 2, 3, "bernoulli", seed=0)
-    x = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
-    panel = types.SimpleNamespace(images=np.array([[0.2, 0.2, 0.2, 0.2], [0.8, 0.8, 0.8, 0.8]]))
-    s = fig45.manifold_spread(types.SimpleNamespace(vae=vae, config=None), panel, data=types.SimpleNamespace(train_x=x))
+    vae = VAE(4, 2, 3, "bernoulli", seed=0, init_std=1.0)
+    grey = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    binary = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    mu = vae.encode(binary)[0]
+    lo, hi = np.sort(mu[:, 0])[1], np.inf                   # a "grid" whose first axis leaves out the lowest mean
+    panel = types.SimpleNamespace(images=np.array([[0.2, 0.2, 0.2, 0.2], [0.8, 0.8, 0.8, 0.8]]),
+                                  z=np.array([[lo, -np.inf], [hi, np.inf]]))
+    s = fig45.manifold_spread(types.SimpleNamespace(vae=vae, config=None), panel,
+                              data=types.SimpleNamespace(train_x=grey, train_eval_x=binary))
     assert np.isclose(s["decoder_sd"], 0.3)                  # two images 0.6 apart in every pixel
-    assert np.isclose(s["data_sd"], np.sqrt(2.0 / 9.0))      # every pixel takes 0, 1 and one of them again
-    mu = vae.encode(x)[0]
+    assert np.isclose(s["data_sd"], np.sqrt(2.0 / 9.0))      # the grey images: each pixel takes 0, 1 and one again
+    # the encoder sees what the model trained on (train_eval_x), not the grey levels
     assert s["encoder_sd"].shape == (2,) and np.allclose(s["encoder_sd"], mu.std(axis=0))
+    assert s["in_grid"] == 0.75                              # 3 of the 4 means are inside

@@ -83,6 +83,8 @@ def test_the_grid_answer_has_converged_and_refuses_what_it_cannot_integrate():
         M.grid_log_px(VAE(20, 3, 8, "bernoulli", seed=0), x)
     with pytest.raises(ValueError, match="half_width"):
         M.grid_log_px(vae, x, half_width=0.0)
+    with pytest.raises(TypeError, match="half_width must be a number"):
+        M.grid_log_px(vae, x, half_width="wide")
 
 
 @pytest.fixture(scope="module")

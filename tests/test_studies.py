@@ -201,7 +201,8 @@ def test_bug_zoo_every_bug_is_caught_and_the_control_by_none(tmp_path):
                                          ("kl_weight.py", ["--smoke", "--samples", "6000", "--warmup-samples", "7000"]),
                                          ("likelihoods.py", ["--decoder-var", "0"]),
                                          ("likelihoods.py", ["--smoke", "--decoder-var", "1e-20"]),
-                                         ("appendix_d_accuracy.py", ["--seeds", "0"])])
+                                         ("appendix_d_accuracy.py", ["--seeds", "0"]),
+                                         ("appendix_d_accuracy.py", ["--points", "0"])])
 def test_bad_arguments_give_one_error_line_and_exit_code_2(script, args, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
@@ -328,13 +329,17 @@ def test_appendix_d_accuracy_more_draws_shrink_the_error_and_calibrate_its_stder
     errors = read_csv(tmp_path / "errors.csv")
     assert len(table) == len(appendix_d_accuracy.SETTINGS) and len(errors) == 4 * len(table)   # one seed x 4 points
 
-    # each written error is the library's estimator against the library's grid, for that seed
+    # the model is tests/test_marginal.py's (as the study says), and each written error is the
+    # library's estimator against the library's grid, for that seed
     from npvae.marginal import grid_log_px, hmc_log_px
+    from tests.test_marginal import bernoulli_vae_problem
     vae, x, exact = appendix_d_accuracy.grid_problem()
-    np.testing.assert_array_equal(exact, grid_log_px(vae, x))
+    test_vae, test_x = bernoulli_vae_problem()
+    np.testing.assert_array_equal(x, test_x)
+    np.testing.assert_array_equal(exact, grid_log_px(test_vae, test_x))
     paper = appendix_d_accuracy.SETTINGS[0]
     est = hmc_log_px(vae, x, np.random.default_rng(0), n_samples=paper.n_samples,
-                     kde_factors=appendix_d_accuracy.WIDTHS[paper.widths])
+                     kde_factors=appendix_d_accuracy.KDE_WIDTHS[paper.kde_widths])
     written = [float(r["error"]) for r in errors if r["setting"] == paper.name]
     np.testing.assert_allclose(written, est.log_px - exact, atol=1e-6)
 
@@ -347,3 +352,15 @@ def test_appendix_d_accuracy_more_draws_shrink_the_error_and_calibrate_its_stder
             assert rms[t] < 0.1 and rms[t] < rms[paper] / 3, (t, rms)
             assert 0.5 < float(by[t.name]["rms(error / stderr)"]) < 2.0
         assert by[t.name]["failed"] == "0"
+
+
+def test_appendix_d_accuracy_summary_leaves_failed_estimates_out_and_counts_them():
+    rows = [{"estimate": -10.5, "error": 0.5, "stderr": 0.25}, {"estimate": -11.0, "error": -1.0, "stderr": 0.5},
+            {"estimate": float("nan"), "error": float("nan"), "stderr": float("nan")}]
+    s = appendix_d_accuracy.summarize(rows)
+    assert (s["estimates"], s["failed"]) == (3, 1)
+    assert np.isclose(s["mean_error"], -0.25) and np.isclose(s["rms_error"], np.sqrt(0.625))
+    assert s["max_abs_error"] == 1.0 and s["max_abs_error_over_stderr"] == 2.0
+    assert np.isclose(s["rms_error_over_stderr"], 2.0)                     # both ratios are +-2
+    s = appendix_d_accuracy.summarize(rows[2:])                             # every estimate failed
+    assert (s["estimates"], s["failed"]) == (1, 1) and np.isnan(s["rms_error"]) and np.isnan(s["mean_error"])
