@@ -5,7 +5,7 @@ The Bernoulli tests share one model fitted on data with a known 2-D latent (``la
 that the fitted model has structure: on unstructured noise it collapses to its prior (q(z|x) =
 p(z), mean KL ~3e-5), and then every importance-sampled log p(x) equals the ELBO and the codes
 carry nothing, which would let broken estimators and encoders pass.  With nz = 2, log p(x) can be
-integrated on a grid (``grid_log_px`` of tests/test_marginal.py), so score_samples is checked
+integrated on a grid (``npvae.marginal.grid_log_px``), so score_samples is checked
 against the exact answer, not only against the bound.  Everything is float64 and seeded, so the
 facade's outputs can be compared with the library's own functions bit for bit.
 """
@@ -16,9 +16,7 @@ import pytest
 
 from npvae import VAEModel
 from npvae.facade import NotFittedError
-from npvae.marginal import importance_sampled_log_px
-
-from .test_marginal import grid_log_px
+from npvae.marginal import grid_log_px, importance_sampled_log_px
 
 D = 16                      # pixels
 
