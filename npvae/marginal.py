@@ -436,8 +436,9 @@ def hmc_log_px(model, x, rng, n_samples=50, n_leapfrog=4, step_size=None, burn_i
     Such errors are missed by stderr, which is computed from the same 25 draws: take it as a lower
     bound at these settings.  With 400 draws (thin=5) and the narrower factors the error is
     0.03 nats rms and stderr is calibrated (rms of error / stderr 1.02).  The end-to-end numbers
-    are examples/appendix_d_accuracy.py's (re-measured 2026-11-23, the same to the digit).  The default is the authors'
-    procedure; the bias it leaves is upwards (large weights are the rare ones).
+    are examples/appendix_d_accuracy.py's (re-measured 2026-11-23, the same to the digit).  The
+    default is the authors' procedure; the bias it leaves is upwards (large weights are the rare
+    ones).
     """
     n_samples = _check_int(n_samples, "n_samples", 1)
     if n_samples < 4:
@@ -592,8 +593,8 @@ def grid_log_px(vae, x, half_width=6.0, n=301):
     on an n x n grid over [-half_width, half_width]^2.  A Riemann sum of a smooth integrand that
     vanishes at the edges converges fast: for tests/test_marginal.py's Bernoulli VAE (posterior sds
     0.33 and more) the default 0.04-wide cells agree with a 601-point grid to 2e-8, and with the same
-    cells over [-9, 9]^2 to 3.3e-7 (measured; the test asserts 1e-7 and 1e-6).  Check both on a model of your own: narrow posteriors
-    need finer cells, wide ones a wider square.
+    cells over [-9, 9]^2 to 3.3e-7 (measured; the test asserts 1e-7 and 1e-6).  Check both on a
+    model of your own: narrow posteriors need finer cells, wide ones a wider square.
     x: (B, x_dim) -> (B,), one datapoint at a time (memory ~ n^2 x (hidden + x_dim) x 8 bytes).
     """
     if not isinstance(vae, VAE):
