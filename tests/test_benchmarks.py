@@ -61,3 +61,10 @@ def test_bench_sweep_one_case():
     assert "1 job x 2 threads" in out and "2 jobs x 1 thread" in out and "sparse first layer" in out
     rates = [int(r.replace(",", "")) for r in re.findall(r"thread[s]?\s+([\d,]+)/s", out)]
     assert len(rates) == 2 and min(rates) > 0                      # training samples per second, both layouts
+
+
+def test_bench_mcem_quick_times_both_paths_at_both_batch_sizes():
+    out = run("bench_mcem.py", "--quick")
+    rows = re.findall(r"batch\s+(\d+):\s+fast\s+([\d.]+) ms .*readable\s+([\d.]+) ms .*readable / fast ([\d.]+)x", out)
+    assert [int(r[0]) for r in rows] == [100, 1000], out
+    assert all(float(v) > 0 for r in rows for v in r[1:]), rows
