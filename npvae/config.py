@@ -118,6 +118,8 @@ class TrainConfig:
                               "float64 gains 11-14%, float32 nothing reliable)", resumable=True)
     progress: bool = _f(True, "show a progress bar", resumable=True)
     figures: bool = _f(True, "draw the figures at the end of the run", resumable=True)
+    snapshots: bool = _f(False, "also keep the checkpoint of every evaluation, as <out>/snapshots/checkpoint_"
+                                "<samples>.npz (for studies of how a model changes as it trains)", resumable=True)
 
     def metric_name(self):
         """The evaluated quantity's name in history.csv and summary.json: elbo (the bound) or log_px."""

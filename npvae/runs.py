@@ -1,6 +1,6 @@
 """Trained models from run folders: what a figure reads from a run that the harness wrote.
 
-    run = load_run("runs/fig45/mnist_nz2")
+    run = load_run("runs/fig45/mnist_nz2")   # or a --snapshots file: ".../snapshots/checkpoint_<samples>.npz"
     run.vae            # the VAE with the checkpoint's parameters, in the run's dtype
     run.samples        # training samples those parameters have seen
     run.config         # the run's TrainConfig;  run.status: finished, running, interrupted or unknown
@@ -41,7 +41,8 @@ class TrainedRun:
     vae: VAE
     config: TrainConfig
     samples: int            # training samples the parameters have seen (the checkpoint's counter)
-    status: str             # summary.json's "status": finished, running, interrupted; "unknown" if unreadable
+    status: str             # summary.json's "status": finished, running, interrupted; "snapshot" for a
+                            # checkpoint file itself; "unknown" if unreadable
     chains: np.ndarray = None   # MCEM's persistent chains ("mcem/z"), from the same file as the parameters
 
     @property
@@ -49,8 +50,9 @@ class TrainedRun:
         return IMAGE_SHAPES[self.config.dataset]
 
 
-def checkpoint_path(folder):
-    return os.path.join(folder, "checkpoint.npz")
+def checkpoint_path(run):
+    """run: a run folder, or a checkpoint file itself (a --snapshots copy, <run>/snapshots/checkpoint_<samples>.npz)."""
+    return run if run.endswith(".npz") else os.path.join(run, "checkpoint.npz")
 
 
 def has_checkpoint(folder):
@@ -62,7 +64,8 @@ def _read_checkpoint(folder, want_params):
     MCEM's chains ride along in the dict as "mcem/z" (one read, so they fit the parameters)."""
     path = checkpoint_path(folder)
     if not os.path.isfile(path):
-        raise RunLoadError(f"{folder} holds no trained run (no checkpoint.npz)")
+        raise RunLoadError(f"{path}: no such checkpoint file" if path == folder else
+                           f"{folder} holds no trained run (no checkpoint.npz)")
     try:
         with np.load(path, allow_pickle=False) as z:
             config = json.loads(str(z["config"]))
@@ -89,7 +92,10 @@ def read_checkpoint_config(folder):
 
 
 def run_status(folder):
-    """summary.json's "status" (finished, running, interrupted), or "unknown" when it is missing or unreadable."""
+    """summary.json's "status" (finished, running, interrupted), "snapshot" for a checkpoint file
+    itself, or "unknown" when summary.json is missing or unreadable."""
+    if folder.endswith(".npz"):
+        return "snapshot"
     try:
         with open(os.path.join(folder, "summary.json")) as f:
             return str(json.load(f)["status"])

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -84,6 +85,26 @@ class RunState:
     epoch_perm: np.ndarray = None
     epoch_pos: int = 0
     history: list = field(default_factory=list)       # rows (samples, seconds, train, test): the metric
+
+
+def snapshot_path(out, samples):
+    """Where --snapshots keeps the checkpoint of the evaluation at this many training samples."""
+    return os.path.join(out, "snapshots", f"checkpoint_{samples:012d}.npz")
+
+
+SNAPSHOT_RE = re.compile(r"checkpoint_\d{12}\.npz")
+
+
+def _remove_snapshots(out):
+    """Delete the snapshots a run wrote (only those: a user's own files in snapshots/ stay)."""
+    folder = os.path.join(out, "snapshots")
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if SNAPSHOT_RE.fullmatch(name):
+            os.remove(os.path.join(folder, name))
+    if not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def save_checkpoint(path, learner, rng, state, config):
@@ -244,7 +265,10 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
             for name in os.listdir(out):
                 if name in RUN_FILES or name in FIGURE_FILES:
                     os.remove(os.path.join(out, name))
+            _remove_snapshots(out)              # a replaced run's snapshots would pass for the new one's
         remove_stale_temps(out)
+        if os.path.isdir(os.path.join(out, "snapshots")):
+            remove_stale_temps(os.path.join(out, "snapshots"))
         if resume:
             log(f"resumed from {ckpt_path} at {state.samples:,} training samples")
         log(f"{config.algorithm}: {learner.implementation}")
@@ -321,6 +345,9 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
                 state.history.append(row)
                 schedule.pop(0)
                 write_history(os.path.join(out, "history.csv"), state.history, config.metric_name())
+                if config.snapshots:      # the model as it was evaluated, for studies of how it changes
+                    os.makedirs(os.path.join(out, "snapshots"), exist_ok=True)
+                    save_checkpoint(snapshot_path(out, state.samples), learner, rng, state, config)
                 if bar is not None:
                     bar.set_postfix(train=f"{row[2]:.2f}", test=f"{row[3]:.2f}")
                 else:

@@ -188,3 +188,54 @@ def test_init_seed_separates_the_initialization_from_the_data_and_noise_stream(t
     assert all(np.array_equal(default[k], from_rng[k]) for k in default)
     d = start(seed=4)
     assert not np.array_equal(default["enc.h1.W"], d["enc.h1.W"])
+
+
+def test_snapshots_keep_the_model_of_every_evaluation(tmp_path):
+    from npvae.learners import evaluate_bound
+    from npvae.runs import evaluation_sets, load_run
+    from npvae.train import snapshot_path
+    data = toy_data()
+    cfg = toy_config(tmp_path, samples=40_000, eval_per_decade=4, snapshots=True, lr=0.05)
+    train(cfg, data=data, log=lambda *_: None)
+    rows = list(csv.DictReader(open(os.path.join(cfg.out, "history.csv"))))
+    names = sorted(os.listdir(os.path.join(cfg.out, "snapshots")))
+    assert names == sorted(os.path.basename(snapshot_path(cfg.out, int(r["samples"]))) for r in rows)
+    assert len(rows) >= 4
+    bounds = []
+    for r in rows:                  # each snapshot is the model its history row evaluated
+        run = load_run(snapshot_path(cfg.out, int(r["samples"])))
+        assert run.samples == int(r["samples"]) and run.status == "snapshot"
+        x, eps = evaluation_sets(run.config, data)["test"]
+        bounds.append(evaluate_bound(run.vae, x, eps))
+        assert bounds[-1] == pytest.approx(float(r["test_elbo"]), abs=1e-6)
+    assert len(set(bounds)) == len(bounds)                       # the model changed between them
+    # the last one is the final checkpoint's model
+    last, final = load_run(snapshot_path(cfg.out, int(rows[-1]["samples"]))), load_run(cfg.out)
+    assert all(np.array_equal(last.vae.params[k], final.vae.params[k]) for k in final.vae.params)
+
+
+def test_no_snapshots_by_default_and_overwrite_removes_only_the_runs_own(tmp_path):
+    data = toy_data()
+    plain = toy_config(tmp_path / "plain")
+    train(plain, data=data, log=lambda *_: None)
+    assert not os.path.exists(os.path.join(plain.out, "snapshots"))
+    cfg = toy_config(tmp_path, snapshots=True)
+    train(cfg, data=data, log=lambda *_: None)
+    folder = os.path.join(cfg.out, "snapshots")
+    mine = os.path.join(folder, "notes.txt")
+    open(mine, "w").write("a user's own file")
+    first = set(os.listdir(folder)) - {"notes.txt"}
+    train(toy_config(tmp_path, snapshots=True, samples=1000), overwrite=True, data=data, log=lambda *_: None)
+    after = set(os.listdir(folder))
+    assert "notes.txt" in after
+    assert all(int(n[len("checkpoint_"):-len(".npz")]) <= 1000 for n in after - {"notes.txt"})
+    assert first - after                    # the replaced run's later snapshots are gone
+    os.remove(mine)
+    train(toy_config(tmp_path), overwrite=True, data=data, log=lambda *_: None)
+    assert not os.path.exists(folder)       # emptied, then removed
+
+
+def test_load_run_of_a_missing_snapshot_file_is_one_line(tmp_path):
+    from npvae.runs import RunLoadError, load_run
+    with pytest.raises(RunLoadError, match="no such checkpoint file"):
+        load_run(str(tmp_path / "checkpoint_000000001000.npz"))
