@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import _study  # noqa: E402
 import appendix_d_accuracy  # noqa: E402
+import bound_spread  # noqa: E402
 import bug_zoo  # noqa: E402
 import gradcheck_study  # noqa: E402
 import gradient_variance  # noqa: E402
@@ -364,3 +365,65 @@ def test_appendix_d_accuracy_summary_leaves_failed_estimates_out_and_counts_them
     assert np.isclose(s["rms_error_over_stderr"], 2.0)                     # both ratios are +-2
     s = appendix_d_accuracy.summarize(rows[2:])                             # every estimate failed
     assert (s["estimates"], s["failed"]) == (1, 1) and np.isnan(s["rms_error"]) and np.isnan(s["mean_error"])
+
+
+# --------------------------------------------------------------------------- bound_spread
+
+def test_bound_spread_smoke_reproduces_every_reported_bound(tmp_path, capsys):
+    assert bound_spread.main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "bound_spread.csv")
+    assert len(rows) == 8 and {r["set"] for r in rows} == {"train", "test"}
+    for r in rows:                  # each snapshot's mean is the bound its run reported there
+        assert r["history"] and float(r["mean"]) == pytest.approx(float(r["history"]), abs=0.006)
+        assert float(r["p5"]) < float(r["median"]) < float(r["p95"])
+        assert float(r["mean"]) == pytest.approx(float(r["reconstruction"]) - float(r["KL"]), abs=0.016)
+    assert (tmp_path / "bound_spread.png").stat().st_size > 5000
+    assert "agree with the runs' own evaluations" in capsys.readouterr().out
+
+
+def test_bound_spread_terms_are_the_harness_bound_point_by_point():
+    from npvae.learners import evaluate_bound
+    from npvae.model import VAE
+    rng = np.random.default_rng(3)
+    for likelihood in ("bernoulli", "gaussian"):
+        vae = VAE(12, 3, 7, likelihood, seed=1)
+        x = (rng.random((25, 12)) < 0.4).astype(float) if likelihood == "bernoulli" else rng.random((25, 12))
+        eps = rng.standard_normal((1, 25, 3))
+        terms = bound_spread.point_terms(vae, x, eps, chunk=7)       # chunks must not change anything
+        assert terms["elbo"].shape == (25,)
+        np.testing.assert_allclose(terms["elbo"], terms["reconstruction"] - terms["kl"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(terms["elbo"], vae.elbo(x, eps), rtol=0, atol=1e-12)
+        assert terms["elbo"].mean() == pytest.approx(evaluate_bound(vae, x, eps), abs=1e-12)
+        assert ("decoder_logvar" in terms) == (likelihood == "gaussian")
+        s = bound_spread.summarize(terms)
+        assert s["median"] == pytest.approx(np.median(terms["elbo"])) and s["p5"] < s["median"] < s["p95"]
+        assert np.isnan(s["decoder_logvar"]) == (likelihood == "bernoulli")
+
+
+def test_bound_spread_fails_when_a_mean_disagrees_with_the_run(tmp_path, capsys, monkeypatch):
+    real = bound_spread.history_value
+    monkeypatch.setattr(bound_spread, "history_value", lambda *a: real(*a) + 1.0)
+    assert bound_spread.main(["--smoke", "--out", str(tmp_path)]) == 1
+    assert "differs from the run's own evaluation by 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give run folders or snapshot files"),
+    (["nowhere/checkpoint_000000001000.npz"], "no such run folder or snapshot file"),
+    (["--smoke", "some_run"], "give no paths with it"),
+])
+def test_bound_spread_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
+    assert bound_spread.main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bound_spread_refuses_a_file_that_is_not_a_checkpoint_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "checkpoint_000000001000.npz"
+    bad.write_text("not a zip")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path in (bad, empty):
+        assert bound_spread.main([str(path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

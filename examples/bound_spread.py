@@ -1,0 +1,203 @@
+"""The bound point by point: when a run's test bound falls, is every image getting worse, or a few?
+
+A run's history.csv reports the *mean* of the per-datapoint bound.  This study takes a trained run
+(its folder) or the snapshots a run kept while it trained (``--snapshots=true`` writes
+``snapshots/checkpoint_<samples>.npz`` at every evaluation) and looks at the whole distribution:
+on the points and fixed noise the harness evaluated (``npvae.runs.evaluation_sets``), the mean,
+median and 5th / 95th percentiles of the per-datapoint bound, its two terms (reconstruction and
+KL), and for a Gaussian decoder the decoder's mean log-variance at the encoder's mean (a shrinking
+variance makes every image that the decoder does not expect cost more).
+
+    python examples/bound_spread.py runs/fig2_frey/aevb_nz5/snapshots/*.npz --out=runs/studies/bound_spread
+
+Writes bound_spread.md and .csv (a row per checkpoint and set) and bound_spread.png (per run: the
+mean, median and 5th percentile against training samples; the test set's per-point bounds at the
+first and last checkpoint as histograms).  Where a checkpoint's own history has a row at its
+budget, the table's mean is checked against it (the number the run reported).  ``--smoke``
+trains a small run with snapshots on synthetic data and studies it (seconds).
+"""
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_study.py
+from _study import (UsageError, fmt, make_out, markdown_table, pyplot, require, run, save_figure,  # noqa: E402
+                    study_parser, synthetic_binary, write_csv, write_text)
+
+from npvae.model import decoder_forward, elbo_forward, encoder_forward  # noqa: E402
+from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
+
+PERCENTILES = (5, 50, 95)
+HEADER = ["run", "samples", "set", "mean", "history", "median", "p5", "p95", "reconstruction", "KL",
+          "decoder logvar"]
+# what a run's evaluation sets depend on (runs and snapshots that share these share their data)
+DATA_FIELDS = ("dataset", "binarize", "frey_n_test", "n_train", "eval_seed", "eval_max", "dtype", "nz", "data_dir")
+
+
+def point_terms(vae, x, eps, chunk=1000):
+    """Per-datapoint bound and its two terms on x with fixed noise eps (1, n, Nz), as the harness's
+    evaluation computes them (``npvae.model.elbo_forward``, estimator B): {"elbo", "reconstruction",
+    "kl"}, each (n,) float64; for a Gaussian decoder also "decoder_logvar", each point's mean
+    log-variance over pixels at z = the encoder's mean."""
+    parts = {"elbo": [], "reconstruction": [], "kl": [], "decoder_logvar": []}
+    for start in range(0, x.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        elbo, cache = elbo_forward(vae.params, vae.arch, x[sl], eps[:, sl])
+        parts["elbo"].append(elbo)
+        parts["reconstruction"].append(cache.reconstruction)
+        parts["kl"].append(cache.kl)
+        if vae.arch.likelihood == "gaussian":
+            (mu, _), _ = encoder_forward(vae.params, vae.arch, x[sl])
+            (_, logvar), _ = decoder_forward(vae.params, vae.arch, mu)
+            parts["decoder_logvar"].append(logvar.mean(axis=-1))
+    return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items() if v}
+
+
+def summarize(terms):
+    """The table's numbers for one set: mean, percentiles, the terms' means (mean as float64 sums)."""
+    p5, p50, p95 = np.percentile(terms["elbo"], PERCENTILES)
+    return {"mean": float(terms["elbo"].mean()), "median": float(p50), "p5": float(p5), "p95": float(p95),
+            "reconstruction": float(terms["reconstruction"].mean()), "kl": float(terms["kl"].mean()),
+            "decoder_logvar": float(terms["decoder_logvar"].mean()) if "decoder_logvar" in terms else np.nan}
+
+
+def history_value(path, samples, which):
+    """The bound the run itself reported at exactly this budget, from the checkpoint's own history
+    (rows: samples, seconds, train, test), or None when it has no evaluation there."""
+    from npvae.runs import checkpoint_path
+    with np.load(checkpoint_path(path), allow_pickle=False) as z:
+        history = z["history"] if "history" in z.files else np.zeros((0, 4))
+    hits = [row for row in history if int(row[0]) == samples]
+    return float(hits[-1][2 if which == "train" else 3]) if hits else None
+
+
+def study(paths, data=None):
+    """{path: {"run", "samples", "likelihood", "sets": {"train": (summary, terms), "test": ...},
+    "history": {"train": float or None, ...}}} for each run folder or snapshot file, in samples order
+    per run.  data: a ``TrainingData`` to use for every path (smoke, tests); by default each run's
+    own, loaded once per distinct data configuration."""
+    loaded, results = {}, {}
+    for path in paths:
+        try:
+            trained = load_run(path)
+        except RunLoadError as e:
+            raise UsageError(" ".join(str(e).split())) from None
+        config = trained.config
+        key = json.dumps({k: getattr(config, k) for k in DATA_FIELDS})
+        if key not in loaded:
+            loaded[key] = evaluation_sets(config, data if data is not None else load_run_data(config))
+        sets = {}
+        for which, (x, eps) in loaded[key].items():
+            terms = point_terms(trained.vae, x, eps)
+            sets[which] = (summarize(terms), terms)
+        results[path] = {"run": config.out, "samples": trained.samples, "likelihood": config.likelihood(),
+                         "sets": sets, "history": {w: history_value(path, trained.samples, w) for w in sets}}
+    return dict(sorted(results.items(), key=lambda kv: (kv[1]["run"], kv[1]["samples"])))
+
+
+def table_rows(results):
+    rows = []
+    for r in results.values():
+        for which, (s, _) in r["sets"].items():
+            h = r["history"][which]
+            rows.append([r["run"], f"{r['samples']:,}", which, f"{s['mean']:.2f}", "" if h is None else f"{h:.2f}",
+                         f"{s['median']:.2f}", f"{s['p5']:.2f}", f"{s['p95']:.2f}", f"{s['reconstruction']:.2f}",
+                         f"{s['kl']:.2f}", fmt(s["decoder_logvar"], ".3f")])
+    return rows
+
+
+def worst_disagreement(results):
+    """The largest |mean - history| over the rows that have a history value (the self-check)."""
+    gaps = [abs(s["mean"] - r["history"][w]) for r in results.values() for w, (s, _) in r["sets"].items()
+            if r["history"][w] is not None]
+    return max(gaps) if gaps else None
+
+
+def plot(results, path):
+    plt = pyplot()
+    runs = sorted({r["run"] for r in results.values()})
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.8 * len(runs)), squeeze=False)
+    for (ax, hx), run_name in zip(axes, runs):
+        mine = [r for r in results.values() if r["run"] == run_name]
+        samples = [r["samples"] for r in mine]
+        for which, color in (("train", "C0"), ("test", "C3")):
+            for stat, style, label in (("mean", "-", "mean (the reported bound)"), ("median", "--", "median"),
+                                       ("p5", ":", "5th percentile")):
+                ax.plot(samples, [r["sets"][which][0][stat] for r in mine], style, color=color, marker=".",
+                        label=f"{which}, {label}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples")
+        ax.set_ylabel("bound per datapoint (nats)")
+        ax.set_title(run_name, fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        first, last = mine[0], mine[-1]
+        both = np.concatenate([first["sets"]["test"][1]["elbo"], last["sets"]["test"][1]["elbo"]])
+        bins = np.linspace(np.percentile(both, 1), both.max(), 40)
+        for r, color in ((first, "C1"), (last, "C3")):
+            hx.hist(np.clip(r["sets"]["test"][1]["elbo"], bins[0], None), bins=bins, color=color, alpha=0.5,
+                    label=f"{r['samples']:,} samples")
+        hx.set_xlabel("test bound of one image (nats; the lowest 1% piled at the left edge)")
+        hx.set_ylabel("images")
+        hx.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def smoke_paths(out, seed):
+    """A small run with snapshots on synthetic 0/1 data (no data files): its snapshots and its data."""
+    from npvae.train import TrainConfig, TrainingData, train
+    rng = np.random.default_rng(seed)
+    x = synthetic_binary(rng, 500, 64)
+    data = TrainingData(x[:400], x[:400], x[400:], None, (8, 8), False)
+    config = TrainConfig(nz=2, hidden=(16,), samples=40_000, batch_size=20, eval_per_decade=4, snapshots=True,
+                         lr=0.05, binarize="static", progress=False, figures=False, seed=seed,
+                         out=os.path.join(out, "smoke_run"), checkpoint_seconds=1e9)
+    train(config, data=data, overwrite=True, log=lambda *_: None)
+    folder = os.path.join(config.out, "snapshots")
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder))], data
+
+
+def build_parser():
+    p = study_parser("bound_spread", __doc__)
+    p.add_argument("paths", nargs="*", help="run folders and/or snapshot files (checkpoint_<samples>.npz)")
+    return p
+
+
+def _main(argv):
+    args = build_parser().parse_args(argv)
+    require(args.smoke or args.paths, "give run folders or snapshot files (or --smoke)")
+    require(not (args.smoke and args.paths), "--smoke trains its own run: give no paths with it")
+    for path in args.paths:
+        require(os.path.exists(path), f"{path}: no such run folder or snapshot file")
+    out = make_out(args.out)
+    paths, data = smoke_paths(out, args.seed) if args.smoke else (args.paths, None)
+    results = study(paths, data)
+    rows = table_rows(results)
+    gap = worst_disagreement(results)
+    check = ("no checkpoint had an evaluation at its own budget, so the means are not checked against a history"
+             if gap is None else f"the means agree with the runs' own evaluations to {gap:.1e} nats at most")
+    table = markdown_table(HEADER, rows)
+    notes = (f"Per-datapoint bound on the points and fixed noise the harness evaluated; \"history\" is the bound the "
+             f"run reported at that budget, where it has one: {check}. Percentiles: numpy's linear ones. Decoder "
+             f"logvar: mean log sigma^2 of a Gaussian decoder at the encoder's mean (empty for Bernoulli).\n")
+    write_text(os.path.join(out, "bound_spread.md"), table + "\n" + notes)
+    write_csv(os.path.join(out, "bound_spread.csv"), HEADER, rows)
+    plot(results, os.path.join(out, "bound_spread.png"))
+    print(table + "\n" + notes)
+    print(f"outputs in {out}/")
+    if gap is not None and gap > 1e-3 * max(1.0, max(abs(float(r[3])) for r in rows)):
+        print(f"error: a mean here differs from the run's own evaluation by {gap:.3g} nats", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None):
+    return run(_main, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
