@@ -4,7 +4,8 @@ A run's history.csv reports the *mean* of the per-datapoint bound.  This study t
 (its folder) or the snapshots a run kept while it trained (``--snapshots=true`` writes
 ``snapshots/checkpoint_<samples>.npz`` at every evaluation) and looks at the whole distribution:
 on the points and fixed noise the harness evaluated (``npvae.runs.evaluation_sets``), the mean,
-median and 5th / 95th percentiles of the per-datapoint bound, its two terms (reconstruction and
+median and 5th / 95th percentiles of the per-datapoint bound, the mean's standard error over the
+points (how much another test set of that size could move it), its two terms (reconstruction and
 KL), and for a Gaussian decoder the decoder's mean log-variance at the encoder's mean (a shrinking
 variance makes every image that the decoder does not expect cost more).
 
@@ -31,7 +32,7 @@ from npvae.model import decoder_forward, elbo_forward, encoder_forward  # noqa: 
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
 
 PERCENTILES = (5, 50, 95)
-HEADER = ["run", "samples", "set", "mean", "history", "median", "p5", "p95", "reconstruction", "KL",
+HEADER = ["run", "samples", "set", "mean", "stderr", "history", "median", "p5", "p95", "reconstruction", "KL",
           "decoder logvar"]
 # what a run's evaluation sets depend on (runs and snapshots that share these share their data)
 DATA_FIELDS = ("dataset", "binarize", "frey_n_test", "n_train", "eval_seed", "eval_max", "dtype", "nz", "data_dir")
@@ -59,7 +60,9 @@ def point_terms(vae, x, eps, chunk=1000):
 def summarize(terms):
     """The table's numbers for one set: mean, percentiles, the terms' means (mean as float64 sums)."""
     p5, p50, p95 = np.percentile(terms["elbo"], PERCENTILES)
-    return {"mean": float(terms["elbo"].mean()), "median": float(p50), "p5": float(p5), "p95": float(p95),
+    elbo = terms["elbo"]
+    return {"mean": float(elbo.mean()), "stderr": float(elbo.std(ddof=1) / np.sqrt(elbo.size)) if elbo.size > 1
+            else np.nan, "median": float(p50), "p5": float(p5), "p95": float(p95),
             "reconstruction": float(terms["reconstruction"].mean()), "kl": float(terms["kl"].mean()),
             "decoder_logvar": float(terms["decoder_logvar"].mean()) if "decoder_logvar" in terms else np.nan}
 
@@ -103,7 +106,8 @@ def table_rows(results):
     for r in results.values():
         for which, (s, _) in r["sets"].items():
             h = r["history"][which]
-            rows.append([r["run"], f"{r['samples']:,}", which, f"{s['mean']:.2f}", "" if h is None else f"{h:.2f}",
+            rows.append([r["run"], f"{r['samples']:,}", which, f"{s['mean']:.2f}", fmt(s["stderr"], ".2f"),
+                         "" if h is None else f"{h:.2f}",
                          f"{s['median']:.2f}", f"{s['p5']:.2f}", f"{s['p95']:.2f}", f"{s['reconstruction']:.2f}",
                          f"{s['kl']:.2f}", fmt(s["decoder_logvar"], ".3f")])
     return rows
@@ -182,7 +186,9 @@ def _main(argv):
              if gap is None else f"the means agree with the runs' own evaluations to {gap:.1e} nats at most")
     table = markdown_table(HEADER, rows)
     notes = (f"Per-datapoint bound on the points and fixed noise the harness evaluated; \"history\" is the bound the "
-             f"run reported at that budget, where it has one: {check}. Percentiles: numpy's linear ones. Decoder "
+             f"run reported at that budget, where it has one: {check}. Stderr: the mean's standard error over the "
+             f"set's points (sd / sqrt(n)), how far another sample of as many points could move it. Percentiles: "
+             f"numpy's linear ones. Decoder "
              f"logvar: mean log sigma^2 of a Gaussian decoder at the encoder's mean (empty for Bernoulli).\n")
     write_text(os.path.join(out, "bound_spread.md"), table + "\n" + notes)
     write_csv(os.path.join(out, "bound_spread.csv"), HEADER, rows)

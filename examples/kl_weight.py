@@ -77,7 +77,8 @@ def run_configs(out, samples, betas, warmup_samples, seed, dtype, smoke):
 
 def study_data(configs, smoke, seed):
     """The TrainingData every run trains on (loaded once): MNIST, or synthetic binary data in smoke mode."""
-    from npvae.data import DataNotFoundError, TrainingData, load_training_data
+    from npvae.data import DataNotFoundError, TrainingData
+    from npvae.runs import load_run_data
 
     c = next(iter(configs.values()))
     if smoke:
@@ -87,7 +88,7 @@ def study_data(configs, smoke, seed):
         dtype = np.dtype(c.dtype)
         return TrainingData(train_x.astype(dtype), train_x.astype(dtype), test_x.astype(dtype), None, (8, 8), False)
     try:
-        return load_training_data(c.dataset, c.binarize, c.dtype, c.data_dir or None, c.eval_seed, c.frey_n_test)
+        return load_run_data(c)                               # as the harness loads a run's data
     except (DataNotFoundError, FileNotFoundError) as e:
         raise UsageError(f"data not found ({e}); set NPVAE_DATA_DIR (e.g. ../shared/data) or use --smoke") from None
 

@@ -102,7 +102,8 @@ def synthetic_grey(rng, n, side=8, n_prototypes=4):
 
 def study_data(configs, smoke, seed):
     """{binarize mode: TrainingData}: the binarized and the grey-level data (each loaded once)."""
-    from npvae.data import DataNotFoundError, TrainingData, binarize, load_training_data
+    from npvae.data import DataNotFoundError, TrainingData, binarize
+    from npvae.runs import load_run_data
 
     modes = {c.binarize: c for c in configs.values()}
     if smoke:
@@ -114,8 +115,7 @@ def study_data(configs, smoke, seed):
         fixed = TrainingData(binary[:600], binary[:600], binary[600:], None, (8, 8), False)
         return {"none": grey, "static": fixed}
     try:
-        return {mode: load_training_data(c.dataset, c.binarize, c.dtype, c.data_dir or None, c.eval_seed,
-                                         c.frey_n_test) for mode, c in modes.items()}
+        return {mode: load_run_data(c) for mode, c in modes.items()}     # as the harness loads a run's data
     except (DataNotFoundError, FileNotFoundError) as e:
         raise UsageError(f"data not found ({e}); set NPVAE_DATA_DIR (e.g. ../shared/data) or use --smoke") from None
 

@@ -106,6 +106,7 @@ class TrainConfig:
     eval_max: int = _f(0, "evaluate on at most this many points per set (0: the full sets)")
     eval_seed: int = _f(1234, "seed of the fixed evaluation noise and the evaluation sets' binarization")
     frey_n_test: int = _f(0, "Frey Face test-set size (0: the data module's default, 465)")
+    frey_split_seed: int = _f(0, "seed of the Frey Face train/test split (a seeded permutation of the 1,965 images)")
     checkpoint_seconds: float = _f(60.0, "write a checkpoint at least this often (seconds)", resumable=True)
     data_dir: str = _f("", "folder with the data files (default: $NPVAE_DATA_DIR, then ~/.cache/npvae)",
                        resumable=True)
@@ -140,7 +141,8 @@ class TrainConfig:
         for name in ("nz", "samples", "batch_size", "L", "eval_per_decade", "mcem_leapfrog", "mcem_updates"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive; got {getattr(self, name)}")
-        for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test", "n_train", "kl_warmup"):
+        for name in ("lr_probe", "warmup", "eval_max", "seed", "eval_seed", "frey_n_test", "frey_split_seed", "n_train",
+                     "kl_warmup"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be 0 or more; got {getattr(self, name)}")
         if self.step_threads not in (0, 1, 2):

@@ -946,7 +946,7 @@ class TrainingData:
 
 
 def load_training_data(dataset="mnist", binarize_mode="dynamic", dtype=np.float64, path=None,
-                       eval_seed=1234, frey_n_test=0) -> TrainingData:
+                       eval_seed=1234, frey_n_test=0, frey_split_seed=0) -> TrainingData:
     """Load and prepare the data sets that a run names.
 
     MNIST: binarize_mode "none" (grey levels), "dynamic" (a fresh binarization of every
@@ -955,12 +955,12 @@ def load_training_data(dataset="mnist", binarize_mode="dynamic", dtype=np.float6
     labels) or "static" (Larochelle's fixed binarization; no labels: its rows do not align with
     mnist.pkl.gz, and its test set is not in MNIST's order either: its blocks of 1000 differ in
     ink, from 7.6% to 17% of pixels on, so its first 1000 points are not a fair sample).
-    Frey Face: ff.T / 256 with the seeded split of ``load_frey_face``.
+    Frey Face: ff.T / 256 with the split of ``load_frey_face`` seeded frey_split_seed.
     """
     dtype = np.dtype(dtype)
     if dataset == "frey":
         kw = {"n_test": frey_n_test} if frey_n_test else {}
-        ds = load_frey_face(path, dtype=dtype, **kw)
+        ds = load_frey_face(path, dtype=dtype, seed=frey_split_seed, **kw)
         return TrainingData(ds.train.x, ds.train.x, ds.test.x, None, ds.image_shape, False)
     if binarize_mode == "static":
         ds = load_binarized_mnist(path, dtype=dtype)

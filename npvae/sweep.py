@@ -140,8 +140,9 @@ def run_spec(spec, data_dir=None):
             changed = differences(config, saved)
             if changed:
                 raise RunFolderError(f"the run in {config.out} differs from this sweep in {', '.join(changed)}")
+            # --snapshots on the sweep's command line turns them on for a resumed run too (never off)
             config = dataclasses.replace(saved, samples=config.samples, out=config.out, progress=False,
-                                         data_dir=config.data_dir)
+                                         data_dir=config.data_dir, snapshots=saved.snapshots or config.snapshots)
         created = not os.path.exists(config.out)
         os.makedirs(config.out, exist_ok=True)
         log_path = os.path.join(config.out, "train.log")

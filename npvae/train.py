@@ -215,7 +215,7 @@ def _print(message):
 
 def _load_data(config):
     return load_training_data(config.dataset, config.binarize, config.dtype, config.data_dir or None,
-                              config.eval_seed, config.frey_n_test)
+                              config.eval_seed, config.frey_n_test, config.frey_split_seed)
 
 
 def train(config, resume=False, callback=None, data=None, log=_print, overwrite=False):

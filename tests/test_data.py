@@ -130,6 +130,17 @@ def test_frey_face_real_split_reproducible_and_seeded(frey_file):
     assert not np.array_equal(a.test.x, c.test.x)
 
 
+def test_a_runs_frey_split_seed_reaches_the_loader(frey_file):
+    from npvae.config import ConfigError, TrainConfig
+    from npvae.runs import load_run_data
+    for seed in (0, 2):
+        run = load_run_data(TrainConfig(dataset="frey", frey_split_seed=seed, data_dir=str(frey_file.parent)))
+        split = data.load_frey_face(path=frey_file, download=False, seed=seed)
+        assert np.array_equal(run.train_x, split.train.x) and np.array_equal(run.test_x, split.test.x)
+    with pytest.raises(ConfigError, match="--frey_split_seed must be 0 or more"):
+        TrainConfig(dataset="frey", frey_split_seed=-1).validate()
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(2, 3000), st.data())
 def test_split_indices_is_a_seeded_partition(n, draw):

@@ -397,6 +397,7 @@ def test_bound_spread_terms_are_the_harness_bound_point_by_point():
         assert ("decoder_logvar" in terms) == (likelihood == "gaussian")
         s = bound_spread.summarize(terms)
         assert s["median"] == pytest.approx(np.median(terms["elbo"])) and s["p5"] < s["median"] < s["p95"]
+        assert s["stderr"] == pytest.approx(np.std(terms["elbo"], ddof=1) / 5)
         assert np.isnan(s["decoder_logvar"]) == (likelihood == "bernoulli")
 
 

@@ -86,6 +86,21 @@ def test_run_spec_extends_a_run_and_reports_a_failure_instead_of_raising(tmp_pat
     assert "\n" not in result["reason"] and not (tmp_path / "aevb_nz4").exists()
 
 
+def test_a_sweep_with_snapshots_turns_them_on_for_the_runs_it_resumes_never_off(tmp_path, monkeypatch):
+    import npvae.train
+    monkeypatch.setattr(npvae.train, "_load_data", lambda config: toy_data(dynamic=False))
+    base = base_config(tmp_path)
+    [spec] = sweep.plan_sweep(base, str(tmp_path), (2,), ("aevb",))
+    assert sweep.run_spec(spec)["status"] == "finished"
+    folder = tmp_path / "aevb_nz2" / "snapshots"
+    assert not folder.exists()
+    for snapshots, budget in ((True, 800), (False, 1200)):
+        [spec] = sweep.plan_sweep(dataclasses.replace(base, snapshots=snapshots), str(tmp_path), (2,), ("aevb",),
+                                  budget=budget)
+        assert spec.action == "resume" and sweep.run_spec(spec)["status"] == "finished"
+    assert sorted(os.listdir(folder)) == ["checkpoint_000000000800.npz", "checkpoint_000000001200.npz"]
+
+
 def test_table_and_figure_show_a_half_finished_sweep(tmp_path):
     base = base_config(tmp_path, dataset="frey", samples=12_000)
     data = toy_data()
