@@ -428,3 +428,20 @@ def test_bound_spread_refuses_a_file_that_is_not_a_checkpoint_in_one_line(tmp_pa
         assert bound_spread.main([str(path), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bound_spread_refuses_mcem_and_checks_no_log_px_history(tmp_path, capsys):
+    from npvae.train import train
+    from .test_mcem import mcem_config
+    from .test_train import toy_config, toy_data
+    data = toy_data(dynamic=False)
+    mcem = mcem_config(tmp_path / "mcem", samples=400)
+    train(mcem, data=data, log=lambda *_: None)
+    assert bound_spread.main([mcem.out, "--out", str(tmp_path / "o")]) == 2
+    assert "trains no encoder" in capsys.readouterr().err
+    # an AEVB run evaluated by log p(x): its bound is spread, but not checked against that history
+    marginal = toy_config(tmp_path / "aevb", samples=400, metric="marginal", eval_max=12, eval_per_decade=1)
+    train(marginal, data=data, log=lambda *_: None)
+    [result] = bound_spread.study([marginal.out], data).values()
+    assert result["history"] == {"train": None, "test": None}
+    assert np.isfinite(result["sets"]["test"][0]["mean"])
