@@ -17,7 +17,6 @@ first and last checkpoint as histograms).  Where a checkpoint's own history has 
 budget, the table's mean is checked against it (the number the run reported).  ``--smoke``
 trains a small run with snapshots on synthetic data and studies it (seconds).
 """
-import json
 import os
 import sys
 
@@ -28,24 +27,23 @@ from _study import (UsageError, fmt, make_out, markdown_table, pyplot, require, 
                     study_parser, synthetic_binary, write_csv, write_text)
 
 from npvae.model import decoder_forward, elbo_forward, encoder_forward  # noqa: E402
-from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
+from npvae.runs import (RunLoadError, checkpoint_path, evaluation_key, evaluation_sets, load_run,  # noqa: E402
+                        load_run_data, run_folder)
 
 PERCENTILES = (5, 50, 95)
 HEADER = ["run", "samples", "set", "mean", "stderr", "history", "median", "p5", "p95", "reconstruction", "KL",
           "decoder logvar"]
-# what a run's evaluation sets depend on (runs and snapshots that share these share their data)
-DATA_FIELDS = ("dataset", "binarize", "frey_n_test", "n_train", "eval_seed", "eval_max", "dtype", "nz", "data_dir")
 
 
-def point_terms(vae, x, eps, chunk=1000):
+def point_terms(vae, x, eps, estimator="B", chunk=1000):
     """Per-datapoint bound and its two terms on x with fixed noise eps (1, n, Nz), as the harness's
-    evaluation computes them (``npvae.model.elbo_forward``, estimator B): {"elbo", "reconstruction",
+    evaluation computes them (``npvae.model.elbo_forward`` with the run's estimator): {"elbo", "reconstruction",
     "kl"}, each (n,) float64; for a Gaussian decoder also "decoder_logvar", each point's mean
     log-variance over pixels at z = the encoder's mean."""
     parts = {"elbo": [], "reconstruction": [], "kl": [], "decoder_logvar": []}
     for start in range(0, x.shape[0], chunk):
         sl = slice(start, start + chunk)
-        elbo, cache = elbo_forward(vae.params, vae.arch, x[sl], eps[:, sl])
+        elbo, cache = elbo_forward(vae.params, vae.arch, x[sl], eps[:, sl], estimator)
         parts["elbo"].append(elbo)
         parts["reconstruction"].append(cache.reconstruction)
         parts["kl"].append(cache.kl)
@@ -69,7 +67,6 @@ def summarize(terms):
 def history_value(path, samples, which):
     """The bound the run itself reported at exactly this budget, from the checkpoint's own history
     (rows: samples, seconds, train, test), or None when it has no evaluation there."""
-    from npvae.runs import checkpoint_path
     with np.load(checkpoint_path(path), allow_pickle=False) as z:
         history = z["history"] if "history" in z.files else np.zeros((0, 4))
     hits = [row for row in history if int(row[0]) == samples]
@@ -90,18 +87,29 @@ def study(paths, data=None):
         config = trained.config
         if config.algorithm == "mcem":
             raise UsageError(f"{path}: a Monte Carlo EM run trains no encoder, so it has no bound to spread")
-        key = json.dumps({k: getattr(config, k) for k in DATA_FIELDS})
+        key = evaluation_key(config)
         if key not in loaded:
-            loaded[key] = evaluation_sets(config, data if data is not None else load_run_data(config))
+            loaded[key] = evaluation_sets(config, data if data is not None else _run_data(config))
         sets = {}
         for which, (x, eps) in loaded[key].items():
-            terms = point_terms(trained.vae, x, eps)
+            terms = point_terms(trained.vae, x, eps, config.estimator)
             sets[which] = (summarize(terms), terms)
         # a --metric=marginal run's history holds log p(x), not the bound: nothing to check against
         reported = {w: history_value(path, trained.samples, w) if config.metric == "bound" else None for w in sets}
-        results[path] = {"run": config.out, "samples": trained.samples, "likelihood": config.likelihood(),
+        results[path] = {"run": run_folder(path), "samples": trained.samples, "likelihood": config.likelihood(),
                          "sets": sets, "history": reported}
     return dict(sorted(results.items(), key=lambda kv: (kv[1]["run"], kv[1]["samples"])))
+
+
+def _run_data(config):
+    from npvae.data import ChecksumError, DataNotFoundError
+    from npvae.train import no_data_message
+    try:
+        return load_run_data(config)
+    except DataNotFoundError:
+        raise UsageError(no_data_message(config)) from None
+    except ChecksumError as e:
+        raise UsageError(" ".join(str(e).split())) from None
 
 
 def table_rows(results):
@@ -116,11 +124,21 @@ def table_rows(results):
     return rows
 
 
-def worst_disagreement(results):
-    """The largest |mean - history| over the rows that have a history value (the self-check)."""
-    gaps = [abs(s["mean"] - r["history"][w]) for r in results.values() for w, (s, _) in r["sets"].items()
+def disagreements(results):
+    """The self-check: (largest |mean - history| over the rows with a history value, or None when
+    none has one; the rows whose gap exceeds 1e-4 + 1e-6 |history| nats, the rounding of two sums
+    of the same float values in different orders)."""
+    gaps = [(abs(s["mean"] - r["history"][w]), r, w) for r in results.values() for w, (s, _) in r["sets"].items()
             if r["history"][w] is not None]
-    return max(gaps) if gaps else None
+    bad = [f"{r['run']} at {r['samples']:,}, {w}" for gap, r, w in gaps
+           if not gap <= 1e-4 + 1e-6 * abs(r["history"][w])]           # "not <=": a NaN gap is bad too
+    return (max(g for g, _, _ in gaps) if gaps else None), bad
+
+
+def non_finite(results):
+    """(run, samples, set, count) of every set with a non-finite per-point bound."""
+    return [(r["run"], r["samples"], w, int((~np.isfinite(t["elbo"])).sum())) for r in results.values()
+            for w, (_, t) in r["sets"].items() if not np.isfinite(t["elbo"]).all()]
 
 
 def plot(results, path):
@@ -183,8 +201,13 @@ def _main(argv):
     out = make_out(args.out)
     paths, data = smoke_paths(out, args.seed) if args.smoke else (args.paths, None)
     results = study(paths, data)
+    broken = non_finite(results)
+    if broken:                      # a percentile or a histogram of them would mean nothing
+        print("error: non-finite per-point bounds: " + "; ".join(f"{run} at {s:,}, {w}: {n}" for run, s, w, n in broken),
+              file=sys.stderr)
+        return 1
     rows = table_rows(results)
-    gap = worst_disagreement(results)
+    gap, bad = disagreements(results)
     check = ("no checkpoint had an evaluation at its own budget, so the means are not checked against a history"
              if gap is None else f"the means agree with the runs' own evaluations to {gap:.1e} nats at most")
     table = markdown_table(HEADER, rows)
@@ -192,14 +215,15 @@ def _main(argv):
              f"run reported at that budget, where it has one: {check}. Stderr: the mean's standard error over the "
              f"set's points (sd / sqrt(n)), how far another sample of as many points could move it. Percentiles: "
              f"numpy's linear ones. Decoder "
-             f"logvar: mean log sigma^2 of a Gaussian decoder at the encoder's mean (empty for Bernoulli).\n")
+             f"logvar: mean log sigma^2 of a Gaussian decoder at the encoder's mean (a dash for Bernoulli).\n")
     write_text(os.path.join(out, "bound_spread.md"), table + "\n" + notes)
     write_csv(os.path.join(out, "bound_spread.csv"), HEADER, rows)
     plot(results, os.path.join(out, "bound_spread.png"))
     print(table + "\n" + notes)
     print(f"outputs in {out}/")
-    if gap is not None and gap > 1e-3 * max(1.0, max(abs(float(r[3])) for r in rows)):
-        print(f"error: a mean here differs from the run's own evaluation by {gap:.3g} nats", file=sys.stderr)
+    if bad:
+        print(f"error: a mean here differs from the run's own evaluation by up to {gap:.3g} nats ({'; '.join(bad)})",
+              file=sys.stderr)
         return 1
     return 0
 

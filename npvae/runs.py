@@ -52,7 +52,17 @@ class TrainedRun:
 
 def checkpoint_path(run):
     """run: a run folder, or a checkpoint file itself (a --snapshots copy, <run>/snapshots/checkpoint_<samples>.npz)."""
-    return run if run.endswith(".npz") else os.path.join(run, "checkpoint.npz")
+    run = os.fspath(run)
+    return run if os.path.isfile(run) else os.path.join(run, "checkpoint.npz")
+
+
+def run_folder(run):
+    """The run folder of a run folder or of a checkpoint file in it or in its snapshots/."""
+    run = os.path.normpath(os.fspath(run))
+    if not os.path.isfile(run):
+        return run
+    parent = os.path.dirname(run)
+    return os.path.dirname(parent) if os.path.basename(parent) == "snapshots" else parent
 
 
 def has_checkpoint(folder):
@@ -64,8 +74,7 @@ def _read_checkpoint(folder, want_params):
     MCEM's chains ride along in the dict as "mcem/z" (one read, so they fit the parameters)."""
     path = checkpoint_path(folder)
     if not os.path.isfile(path):
-        raise RunLoadError(f"{path}: no such checkpoint file" if path == folder else
-                           f"{folder} holds no trained run (no checkpoint.npz)")
+        raise RunLoadError(f"{folder} holds no trained run (no checkpoint.npz)")
     try:
         with np.load(path, allow_pickle=False) as z:
             config = json.loads(str(z["config"]))
@@ -94,7 +103,7 @@ def read_checkpoint_config(folder):
 def run_status(folder):
     """summary.json's "status" (finished, running, interrupted), "snapshot" for a checkpoint file
     itself, or "unknown" when summary.json is missing or unreadable."""
-    if folder.endswith(".npz"):
+    if os.path.isfile(folder):
         return "snapshot"
     try:
         with open(os.path.join(folder, "summary.json")) as f:
@@ -135,6 +144,14 @@ def load_run_data(config, data_dir=None):
     where to look for the files; default: the run's own ``data_dir``, then $NPVAE_DATA_DIR)."""
     from .train import _load_data                       # the one place that says how a run loads its data
     return _load_data(dataclasses.replace(config, data_dir=data_dir) if data_dir else config)
+
+
+def evaluation_key(config):
+    """A string that equals another config's exactly when both have the same evaluation sets
+    (every field a resume may not change, and where the data are read from)."""
+    fixed = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+             if not f.metadata.get("resumable") or f.name == "data_dir"}
+    return json.dumps(fixed, sort_keys=True, default=str)
 
 
 def evaluation_sets(config, data=None, data_dir=None):

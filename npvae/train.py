@@ -176,7 +176,9 @@ def write_json(path, obj):
 
 
 def holds_a_run(out):
-    return any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES)
+    snapshots = os.path.join(out, "snapshots")
+    return (any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES)
+            or (os.path.isdir(snapshots) and any(SNAPSHOT_RE.fullmatch(n) for n in os.listdir(snapshots))))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -406,7 +408,7 @@ def pick_learning_rate(config, data, log=_print):
     with tempfile.TemporaryDirectory(prefix="npvae_lr_probe_") as tmp:
         for lr in paper.LR_CANDIDATES:
             probe = dataclasses.replace(config, lr=lr, samples=config.lr_probe, lr_probe=0, progress=False,
-                                        figures=False, out=os.path.join(tmp, str(lr)), **evaluation)
+                                        figures=False, snapshots=False, out=os.path.join(tmp, str(lr)), **evaluation)
             try:
                 value = train(probe, data=data, log=lambda *_: None)[key]
             except TrainingDiverged:

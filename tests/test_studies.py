@@ -401,11 +401,41 @@ def test_bound_spread_terms_are_the_harness_bound_point_by_point():
         assert np.isnan(s["decoder_logvar"]) == (likelihood == "bernoulli")
 
 
-def test_bound_spread_fails_when_a_mean_disagrees_with_the_run(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("shift", [1.0, 1e-3])
+def test_bound_spread_fails_when_a_mean_disagrees_with_the_run(tmp_path, capsys, monkeypatch, shift):
     real = bound_spread.history_value
-    monkeypatch.setattr(bound_spread, "history_value", lambda *a: real(*a) + 1.0)
+    monkeypatch.setattr(bound_spread, "history_value", lambda *a: real(*a) + shift)
     assert bound_spread.main(["--smoke", "--out", str(tmp_path)]) == 1
-    assert "differs from the run's own evaluation by 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"differs from the run's own evaluation by up to {shift:.3g}" in err and "smoke_run at 40,000, test" in err
+
+
+def test_bound_spread_fails_on_a_non_finite_point(tmp_path, capsys, monkeypatch):
+    real = bound_spread.point_terms
+
+    def one_nan(*a, **kw):
+        terms = real(*a, **kw)
+        terms["elbo"][3] = np.nan
+        return terms
+    monkeypatch.setattr(bound_spread, "point_terms", one_nan)
+    assert bound_spread.main(["--smoke", "--out", str(tmp_path)]) == 1
+    assert "non-finite per-point bounds" in capsys.readouterr().err
+
+
+def test_bound_spread_uses_the_runs_estimator_and_its_evaluation_sets(tmp_path):
+    from npvae.runs import evaluation_key, read_checkpoint_config
+    from npvae.train import train
+    from .test_train import toy_config, toy_data
+    data = toy_data(dynamic=False)
+    cfg = toy_config(tmp_path, estimator="A", samples=2000, snapshots=True)
+    train(cfg, data=data, log=lambda *_: None)
+    [result] = bound_spread.study([cfg.out], data).values()
+    assert result["sets"]["test"][0]["mean"] == pytest.approx(result["history"]["test"], abs=1e-9)
+    config, _ = read_checkpoint_config(cfg.out)
+    import dataclasses
+    assert evaluation_key(config) == evaluation_key(dataclasses.replace(config, samples=10**8, snapshots=False))
+    for change in (dict(frey_split_seed=1), dict(eval_seed=1), dict(data_dir="elsewhere")):
+        assert evaluation_key(config) != evaluation_key(dataclasses.replace(config, **change))
 
 
 @pytest.mark.parametrize("argv, message", [

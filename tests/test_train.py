@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from npvae.train import (TrainConfig, TrainingData, TrainingDiverged, eval_schedule, evaluate, main,
+from npvae.train import (RunFolderError, TrainConfig, TrainingData, TrainingDiverged, eval_schedule, evaluate, main,
                          parse_overrides, train)
 from npvae.config import ConfigError
 
@@ -235,7 +235,22 @@ def test_no_snapshots_by_default_and_overwrite_removes_only_the_runs_own(tmp_pat
     assert not os.path.exists(folder)       # emptied, then removed
 
 
-def test_load_run_of_a_missing_snapshot_file_is_one_line(tmp_path):
-    from npvae.runs import RunLoadError, load_run
-    with pytest.raises(RunLoadError, match="no such checkpoint file"):
-        load_run(str(tmp_path / "checkpoint_000000001000.npz"))
+def test_a_checkpoint_file_reads_like_its_run_folder_whatever_the_names(tmp_path):
+    from npvae.runs import RunLoadError, load_run, run_folder
+    cfg = toy_config(tmp_path, snapshots=True, out=str(tmp_path / "run.npz"))    # a folder named like a file
+    train(cfg, data=toy_data(), log=lambda *_: None)
+    assert load_run(cfg.out).status == "finished"
+    [name] = os.listdir(os.path.join(cfg.out, "snapshots"))
+    snapshot = os.path.join(cfg.out, "snapshots", name)
+    assert load_run(snapshot).status == "snapshot" and load_run(snapshot).samples == 3000
+    folder = os.path.normpath(cfg.out)
+    for path in (snapshot, cfg.out, cfg.out + "/", os.path.join(cfg.out, "checkpoint.npz")):
+        assert run_folder(path) == folder
+    with pytest.raises(RunLoadError, match="holds no trained run"):
+        load_run(str(tmp_path / "missing.npz"))
+    # a folder that holds only a run's snapshots still holds a run: a new one there is refused
+    os.remove(os.path.join(cfg.out, "checkpoint.npz"))
+    for name in ("config.json", "history.csv", "summary.json"):
+        os.remove(os.path.join(cfg.out, name))
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(cfg, data=toy_data(), log=lambda *_: None)
