@@ -11,6 +11,10 @@ variance makes every image that the decoder does not expect cost more).
 
     python examples/bound_spread.py runs/fig2_frey/aevb_nz5/snapshots/*.npz --out=runs/studies/bound_spread
 
+For a run given with two or more checkpoints it also says how each test point moved from the
+first to the last: the share that rose, the median change, and how much of the mean's change the
+5% that fell most account for.
+
 Writes bound_spread.md and .csv (a row per checkpoint and set) and bound_spread.png (per run: the
 mean, median and 5th percentile against training samples; the test set's per-point bounds at the
 first and last checkpoint as histograms).  Where a checkpoint's own history has a row at its
@@ -141,6 +145,33 @@ def non_finite(results):
             for w, (_, t) in r["sets"].items() if not np.isfinite(t["elbo"]).all()]
 
 
+def point_changes(results, which="test", tail=0.05):
+    """Per run with two or more checkpoints: how each point's bound moved from the first to the last.
+
+    {run: {"first", "last" (samples), "mean_change", "rose" (share of points whose bound rose),
+    "median_change", "tail_share" (the part of mean_change that the tail -- the fraction of points
+    that fell most -- contributes: their changes summed over all n points), "n_tail"}}."""
+    changes = {}
+    for run_name in sorted({r["run"] for r in results.values()}):
+        mine = [r for r in results.values() if r["run"] == run_name]
+        if len(mine) < 2:
+            continue
+        first, last = mine[0], mine[-1]
+        d = last["sets"][which][1]["elbo"] - first["sets"][which][1]["elbo"]
+        n_tail = max(1, int(round(tail * d.size)))
+        changes[run_name] = {"first": first["samples"], "last": last["samples"], "mean_change": float(d.mean()),
+                             "rose": float((d > 0).mean()), "median_change": float(np.median(d)),
+                             "tail_share": float(np.sort(d)[:n_tail].sum() / d.size), "n_tail": n_tail}
+    return changes
+
+
+def change_lines(changes, which="test"):
+    return [f"{run}, {which} set, from {c['first']:,} to {c['last']:,} samples: the mean moved {c['mean_change']:+.2f} "
+            f"nats; {c['rose']:.0%} of the points rose (median change {c['median_change']:+.2f}); the {c['n_tail']} "
+            f"points that fell most contribute {c['tail_share']:+.2f} of the mean's change, the rest "
+            f"{c['mean_change'] - c['tail_share']:+.2f}." for run, c in changes.items()]
+
+
 def plot(results, path):
     plt = pyplot()
     runs = sorted({r["run"] for r in results.values()})
@@ -216,6 +247,7 @@ def _main(argv):
              f"set's points (sd / sqrt(n)), how far another sample of as many points could move it. Percentiles: "
              f"numpy's linear ones. Decoder "
              f"logvar: mean log sigma^2 of a Gaussian decoder at the encoder's mean (a dash for Bernoulli).\n")
+    notes += "".join("\n" + line + "\n" for line in change_lines(point_changes(results)))
     write_text(os.path.join(out, "bound_spread.md"), table + "\n" + notes)
     write_csv(os.path.join(out, "bound_spread.csv"), HEADER, rows)
     plot(results, os.path.join(out, "bound_spread.png"))

@@ -475,3 +475,20 @@ def test_bound_spread_refuses_mcem_and_checks_no_log_px_history(tmp_path, capsys
     [result] = bound_spread.study([marginal.out], data).values()
     assert result["history"] == {"train": None, "test": None}
     assert np.isfinite(result["sets"]["test"][0]["mean"])
+
+
+def test_bound_spread_point_changes_split_the_mean_into_the_tail_and_the_rest():
+    def result(run, samples, elbo):
+        return {"run": run, "samples": samples, "sets": {"test": ({}, {"elbo": np.asarray(elbo, float)})}}
+    n = 40
+    before = np.zeros(n)
+    after = np.full(n, 2.0)
+    after[:2] = -100.0                       # two points (5% of 40) fall far, the other 38 rise by 2
+    results = {"a": result("r", 10, before), "b": result("r", 20, after), "c": result("lone", 10, before)}
+    [(run, c)] = bound_spread.point_changes(results).items()      # a run with one checkpoint has no change
+    assert run == "r" and (c["first"], c["last"], c["n_tail"]) == (10, 20, 2)
+    assert c["rose"] == pytest.approx(38 / 40) and c["median_change"] == 2.0
+    assert c["mean_change"] == pytest.approx((38 * 2 - 200) / 40)
+    assert c["tail_share"] == pytest.approx(-200 / 40)
+    assert "the 2 points that fell most contribute -5.00 of the mean's change, the rest +1.90" in \
+        bound_spread.change_lines({run: c})[0]
