@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # examples/_stu
 from _study import (UsageError, fmt, make_out, markdown_table, pyplot, require, run, save_figure,  # noqa: E402
                     study_parser, synthetic_binary, write_csv, write_text)
 
+from npvae import paper  # noqa: E402
 from npvae.model import decoder_forward, elbo_forward, encoder_forward  # noqa: E402
 from npvae.runs import (RunLoadError, checkpoint_path, evaluation_key, evaluation_sets, load_run,  # noqa: E402
                         load_run_data, run_folder)
@@ -101,8 +102,16 @@ def study(paths, data=None):
         # a --metric=marginal run's history holds log p(x), not the bound: nothing to check against
         reported = {w: history_value(path, trained.samples, w) if config.metric == "bound" else None for w in sets}
         results[path] = {"run": run_folder(path), "samples": trained.samples, "likelihood": config.likelihood(),
-                         "sets": sets, "history": reported}
+                         "sets": sets, "history": reported,
+                         "paper": fig2_value(config)}
     return dict(sorted(results.items(), key=lambda kv: (kv[1]["run"], kv[1]["samples"])))
+
+
+def fig2_value(config):
+    """The paper's Fig. 2 end values (train, test) for a run of its model (its hidden size), else None."""
+    if tuple(config.hidden) != (paper.HIDDEN.get(config.dataset),):
+        return None
+    return paper.fig2_value(config.algorithm, config.dataset, config.nz)
 
 
 def _run_data(config):
@@ -184,6 +193,10 @@ def plot(results, path):
                                        ("p5", ":", "5th percentile")):
                 ax.plot(samples, [r["sets"][which][0][stat] for r in mine], style, color=color, marker=".",
                         label=f"{which}, {label}")
+        if mine[-1]["paper"] is not None:
+            for value, color, which in zip(mine[-1]["paper"], ("C0", "C3"), ("train", "test")):
+                ax.plot([1e8], [value], marker="*", markersize=11, color=color, linestyle="none",
+                        label=f"paper's {which}, end of Fig. 2")
         ax.set_xscale("log")
         ax.set_xlabel("training samples")
         ax.set_ylabel("bound per datapoint (nats)")

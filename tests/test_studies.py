@@ -492,3 +492,11 @@ def test_bound_spread_point_changes_split_the_mean_into_the_tail_and_the_rest():
     assert c["tail_share"] == pytest.approx(-200 / 40)
     assert "the 2 points that fell most contribute -5.00 of the mean's change, the rest +1.90" in \
         bound_spread.change_lines({run: c})[0]
+
+
+def test_bound_spread_marks_the_papers_values_only_for_the_papers_model():
+    from npvae.config import TrainConfig
+    assert tuple(bound_spread.fig2_value(TrainConfig(dataset="frey", nz=5, hidden=(200,)))) == (1230, 1110)
+    assert tuple(bound_spread.fig2_value(TrainConfig(dataset="mnist", nz=20, hidden=(500,)))) == (-97, -100)
+    assert bound_spread.fig2_value(TrainConfig(dataset="frey", nz=5, hidden=(100,))) is None
+    assert bound_spread.fig2_value(TrainConfig(dataset="frey", nz=7, hidden=(200,))) is None
