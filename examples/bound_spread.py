@@ -32,8 +32,8 @@ from _study import (UsageError, fmt, make_out, markdown_table, pyplot, require, 
 
 from npvae import paper  # noqa: E402
 from npvae.model import decoder_forward, elbo_forward, encoder_forward  # noqa: E402
-from npvae.runs import (RunLoadError, checkpoint_path, evaluation_key, evaluation_sets, load_run,  # noqa: E402
-                        load_run_data, run_folder)
+from npvae.runs import (RunLoadError, evaluation_key, evaluation_sets, load_run, load_run_data,  # noqa: E402
+                        reported_bound, run_folder)
 
 PERCENTILES = (5, 50, 95)
 HEADER = ["run", "samples", "set", "mean", "stderr", "history", "median", "p5", "p95", "reconstruction", "KL",
@@ -69,15 +69,6 @@ def summarize(terms):
             "decoder_logvar": float(terms["decoder_logvar"].mean()) if "decoder_logvar" in terms else np.nan}
 
 
-def history_value(path, samples, which):
-    """The bound the run itself reported at exactly this budget, from the checkpoint's own history
-    (rows: samples, seconds, train, test), or None when it has no evaluation there."""
-    with np.load(checkpoint_path(path), allow_pickle=False) as z:
-        history = z["history"] if "history" in z.files else np.zeros((0, 4))
-    hits = [row for row in history if int(row[0]) == samples]
-    return float(hits[-1][2 if which == "train" else 3]) if hits else None
-
-
 def study(paths, data=None):
     """{path: {"run", "samples", "likelihood", "sets": {"train": (summary, terms), "test": ...},
     "history": {"train": float or None, ...}}} for each run folder or snapshot file, in samples order
@@ -99,8 +90,7 @@ def study(paths, data=None):
         for which, (x, eps) in loaded[key].items():
             terms = point_terms(trained.vae, x, eps, config.estimator)
             sets[which] = (summarize(terms), terms)
-        # a --metric=marginal run's history holds log p(x), not the bound: nothing to check against
-        reported = {w: history_value(path, trained.samples, w) if config.metric == "bound" else None for w in sets}
+        reported = {w: reported_bound(path, trained.samples, w) for w in sets}
         results[path] = {"run": run_folder(path), "samples": trained.samples, "likelihood": config.likelihood(),
                          "sets": sets, "history": reported,
                          "paper": fig2_value(config)}

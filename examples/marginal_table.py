@@ -53,7 +53,7 @@ from npvae.data import ChecksumError, DataNotFoundError, data_folders  # noqa: E
 from npvae.fileio import atomic_path  # noqa: E402
 from npvae.learners import evaluate_bound  # noqa: E402
 from npvae.marginal import importance_sampled_log_px  # noqa: E402
-from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data  # noqa: E402
+from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data, reported_bound  # noqa: E402
 from npvae.runs import read_checkpoint_config  # noqa: E402
 from npvae.train import StopFlag  # noqa: E402
 
@@ -256,7 +256,7 @@ def marginal_of_run(folder, k=5000, seed=0, points=None, chunk=500, restart=Fals
         "points": n, "k": k, "seed": seed, "eval_seed": config.eval_seed,
         "test_elbo": elbo,                                  # the bound, estimator config.estimator, fixed noise
         # history.csv's test bound at this budget, on the harness's whole test set: equal to test_elbo
-        "test_elbo_history": _history_test_elbo(folder, model_samples) if n == n_test else None,
+        "test_elbo_history": reported_bound(folder, model_samples, "test") if n == n_test else None,
         "test_log_px": float(log_px.mean()),                # importance-sampled log p(x), mean over points
         "test_log_px_stderr": _spread(log_px),                   # sd over datapoints / sqrt(n)
         "test_log_px_mean_point_stderr": float(stderr.mean()),   # mean per-datapoint Monte Carlo stderr
@@ -274,19 +274,6 @@ def marginal_of_run(folder, k=5000, seed=0, points=None, chunk=500, restart=Fals
             json.dump(result, f, indent=2)
             f.write("\n")
     return result
-
-
-def _history_test_elbo(folder, samples):
-    """history.csv's test bound at exactly this budget, or None (the check that the bound here is the harness's)."""
-    try:
-        import csv
-        with open(os.path.join(folder, "history.csv")) as f:
-            for row in csv.DictReader(f):
-                if int(float(row["samples"])) == samples:
-                    return float(row["test_elbo"])
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------- the table

@@ -61,8 +61,9 @@ def run_folder(run):
     run = os.path.normpath(os.fspath(run))
     if not os.path.isfile(run):
         return run
+    from .train import SNAPSHOT_DIR
     parent = os.path.dirname(run)
-    return os.path.dirname(parent) if os.path.basename(parent) == "snapshots" else parent
+    return os.path.dirname(parent) if os.path.basename(parent) == SNAPSHOT_DIR else parent
 
 
 def has_checkpoint(folder):
@@ -144,6 +145,22 @@ def load_run_data(config, data_dir=None):
     where to look for the files; default: the run's own ``data_dir``, then $NPVAE_DATA_DIR)."""
     from .train import _load_data                       # the one place that says how a run loads its data
     return _load_data(dataclasses.replace(config, data_dir=data_dir) if data_dir else config)
+
+
+def reported_bound(run, samples, which):
+    """The bound a run reported at exactly this many training samples on "train" or "test", read
+    from its checkpoint's own history (the rows of history.csv), or None when it has no evaluation
+    there, evaluated log p(x) instead (--metric=marginal), or cannot be read."""
+    try:
+        with np.load(checkpoint_path(run), allow_pickle=False) as z:
+            metric = json.loads(str(z["config"])).get("metric", "bound")
+            history = z["history"] if "history" in z.files else np.zeros((0, 4))
+    except Exception:             # zipfile, OSError, KeyError, JSON: no readable record to compare with
+        return None
+    hits = history[history[:, 0] == samples]
+    if metric != "bound" or not len(hits):
+        return None
+    return float(hits[-1, 2 if which == "train" else 3])
 
 
 def evaluation_key(config):

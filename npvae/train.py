@@ -87,23 +87,28 @@ class RunState:
     history: list = field(default_factory=list)       # rows (samples, seconds, train, test): the metric
 
 
-def snapshot_path(out, samples):
-    """Where --snapshots keeps the checkpoint of the evaluation at this many training samples."""
-    return os.path.join(out, "snapshots", f"checkpoint_{samples:012d}.npz")
-
-
+SNAPSHOT_DIR = "snapshots"          # <out>/snapshots/checkpoint_<samples>.npz, with --snapshots
 SNAPSHOT_RE = re.compile(r"checkpoint_\d{12}\.npz")
 
 
+def snapshot_path(out, samples):
+    """Where --snapshots keeps the checkpoint of the evaluation at this many training samples."""
+    return os.path.join(out, SNAPSHOT_DIR, f"checkpoint_{samples:012d}.npz")
+
+
+def _snapshot_files(out):
+    """The snapshots a run wrote into out (never a user's own files beside them), as paths."""
+    folder = os.path.join(out, SNAPSHOT_DIR)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return [os.path.join(folder, n) for n in names if SNAPSHOT_RE.fullmatch(n)]
+
+
 def _remove_snapshots(out):
-    """Delete the snapshots a run wrote (only those: a user's own files in snapshots/ stay)."""
-    folder = os.path.join(out, "snapshots")
-    if not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        if SNAPSHOT_RE.fullmatch(name):
-            os.remove(os.path.join(folder, name))
-    if not os.listdir(folder):
+    """Delete the snapshots a run wrote, and their folder if nothing else is in it."""
+    for path in _snapshot_files(out):
+        os.remove(path)
+    folder = os.path.join(out, SNAPSHOT_DIR)
+    if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
 
 
@@ -176,9 +181,7 @@ def write_json(path, obj):
 
 
 def holds_a_run(out):
-    snapshots = os.path.join(out, "snapshots")
-    return (any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES)
-            or (os.path.isdir(snapshots) and any(SNAPSHOT_RE.fullmatch(n) for n in os.listdir(snapshots))))
+    return any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES) or bool(_snapshot_files(out))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -269,8 +272,8 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
                     os.remove(os.path.join(out, name))
             _remove_snapshots(out)              # a replaced run's snapshots would pass for the new one's
         remove_stale_temps(out)
-        if os.path.isdir(os.path.join(out, "snapshots")):
-            remove_stale_temps(os.path.join(out, "snapshots"))
+        if os.path.isdir(os.path.join(out, SNAPSHOT_DIR)):
+            remove_stale_temps(os.path.join(out, SNAPSHOT_DIR))
         if resume:
             log(f"resumed from {ckpt_path} at {state.samples:,} training samples")
         log(f"{config.algorithm}: {learner.implementation}")
@@ -348,7 +351,7 @@ def _loop(config, learner, data, rng, state, ckpt_path, callback, log):
                 schedule.pop(0)
                 write_history(os.path.join(out, "history.csv"), state.history, config.metric_name())
                 if config.snapshots:      # the model as it was evaluated, for studies of how it changes
-                    os.makedirs(os.path.join(out, "snapshots"), exist_ok=True)
+                    os.makedirs(os.path.join(out, SNAPSHOT_DIR), exist_ok=True)
                     save_checkpoint(snapshot_path(out, state.samples), learner, rng, state, config)
                 if bar is not None:
                     bar.set_postfix(train=f"{row[2]:.2f}", test=f"{row[3]:.2f}")

@@ -403,8 +403,8 @@ def test_bound_spread_terms_are_the_harness_bound_point_by_point():
 
 @pytest.mark.parametrize("shift", [1.0, 1e-3])
 def test_bound_spread_fails_when_a_mean_disagrees_with_the_run(tmp_path, capsys, monkeypatch, shift):
-    real = bound_spread.history_value
-    monkeypatch.setattr(bound_spread, "history_value", lambda *a: real(*a) + shift)
+    real = bound_spread.reported_bound
+    monkeypatch.setattr(bound_spread, "reported_bound", lambda *a: real(*a) + shift)
     assert bound_spread.main(["--smoke", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"differs from the run's own evaluation by up to {shift:.3g}" in err and "smoke_run at 40,000, test" in err
