@@ -158,15 +158,16 @@ def synthetic_binary(rng, n, x_dim, n_prototypes=4, flip=0.05):
 
 
 def load_run(run_dir, dtype=np.float64):
-    """The model of a training run's folder, read by ``npvae.runs.load_run`` from DIR/checkpoint.npz
-    (its parameters and the run's config).  Returns (VAE in dtype, the run's config as a dict:
-    ``dataclasses.asdict`` of its TrainConfig, e.g. "nz", "hidden", "dataset", "activation",
-    "decoder", "decoder_var").  A folder without a readable run is a UsageError (one line)."""
+    """The model of a training run, read by ``npvae.runs.load_run`` from DIR/checkpoint.npz or from
+    one of its checkpoint files (a snapshot, DIR/snapshots/checkpoint_*.npz): its parameters and the
+    run's config.  Returns (VAE in dtype, the run's config as a dict: ``dataclasses.asdict`` of its
+    TrainConfig, e.g. "nz", "hidden", "dataset", "activation", "decoder", "decoder_var").  A path
+    without a readable run is a UsageError (one line)."""
     import dataclasses
 
     from npvae.runs import RunLoadError, load_run as load_trained_run
 
-    require(os.path.isdir(run_dir), f"--checkpoint {run_dir}: no such folder")
+    require(os.path.exists(run_dir), f"--checkpoint {run_dir}: no such folder or file")
     try:
         trained = load_trained_run(run_dir, dtype=dtype)
     except RunLoadError as e:

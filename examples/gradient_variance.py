@@ -194,14 +194,24 @@ def fresh_like(vae, rng):
     return VAE(a.x_dim, a.z_dim, a.enc_hidden, a.likelihood, seed=rng, activation=a.activation)
 
 
-def study_data(vae, n, rng, smoke):
-    """n datapoints for the model: synthetic in smoke mode, else MNIST (binarized) or Frey Face."""
+def study_data(vae, n, rng, smoke, config=None):
+    """n datapoints for the model: synthetic in smoke mode; else n of the training images of the run
+    whose config (a dict, ``_study.load_run``'s) is given, as that run evaluates them (its split,
+    its binarization); else MNIST (binarized afresh) or Frey Face."""
     from npvae import data
 
     if smoke:
         if vae.arch.likelihood == "bernoulli":
             return synthetic_binary(rng, n, vae.arch.x_dim)
         return rng.random((n, vae.arch.x_dim))
+    if config is not None:
+        from npvae.config import TrainConfig
+        from npvae.runs import load_run_data
+        try:
+            x = load_run_data(TrainConfig(**config)).train_eval_x
+        except (data.DataNotFoundError, FileNotFoundError) as e:
+            raise UsageError(f"the run's data not found ({e}); set NPVAE_DATA_DIR (e.g. ../shared/data)") from None
+        return x[rng.choice(len(x), n, replace=False)].astype(np.float64)
     try:
         if vae.arch.likelihood == "bernoulli":
             ds = data.load_mnist(download=False)
@@ -278,7 +288,8 @@ def ratio_table(results, L_grid):
 
 def build_parser():
     p = study_parser("gradient_variance", __doc__)
-    p.add_argument("--checkpoint", default=None, help="a training run's folder (its checkpoint.npz)")
+    p.add_argument("--checkpoint", default=None, help="a training run's folder (its checkpoint.npz), or one of its checkpoint files "
+                        "(e.g. a snapshot); the study's datapoints are drawn from that run's training set")
     p.add_argument("--train-samples", type=float, default=100_000,
                    help="without --checkpoint (and not --smoke): train this many samples first (default 1e5)")
     p.add_argument("--L", type=positive_int_list, default=None,
@@ -298,9 +309,9 @@ def _main(argv):
     budget = args.budget or (200 if args.smoke else 10_000)
     require(budget >= 1, f"--budget must be positive, got {budget}")
     rng = np.random.default_rng(args.seed)
-    trained, where = None, "no trained state (smoke without --checkpoint)"
+    trained, config, where = None, None, "no trained state (smoke without --checkpoint)"
     if args.checkpoint:                 # read (and check) it before anything is written
-        trained, _ = load_run(args.checkpoint)
+        trained, config = load_run(args.checkpoint)
         where = f"trained: --checkpoint {args.checkpoint}"
     out = make_out(args.out)
     if trained is None and not args.smoke:
@@ -310,12 +321,12 @@ def _main(argv):
             print(f"error: training with npvae.train.train failed ({type(e).__name__}: {e}); "
                   f"pass a run folder with --checkpoint DIR instead", file=sys.stderr)
             return 1
-        trained, _ = load_run(run_dir)
+        trained, config = load_run(run_dir)
         where = f"trained: npvae.train.train for {int(args.train_samples):,} samples ({run_dir})"
     # the untrained state has the trained model's architecture (smoke: a 64-32-4 model)
     init = fresh_like(trained, rng) if trained is not None else VAE(64, 4, 32, "bernoulli", seed=rng)
     states = {"init": init} if trained is None else {"init": init, "trained": trained}
-    x = study_data(init, args.batch, rng, args.smoke)
+    x = study_data(init, args.batch, rng, args.smoke, config)
     print(f"{init!r}; B = {args.batch} datapoints, L in {list(L_grid)}, seed {args.seed}; {where}")
 
     results = {}

@@ -134,10 +134,31 @@ def test_gradient_variance_reads_a_training_runs_checkpoint(tmp_path):
              counters=np.array([1000, 10, 0]), **{f"param/{k}": v for k, v in trained.params.items()})  # writes
     vae, cfg = _study.load_run(str(run))
     assert cfg["nz"] == 4 and tuple(cfg["hidden"]) == (32,) and cfg["dataset"] == "mnist" and vae.dtype == np.float64
+    from_file, _ = _study.load_run(str(run / "checkpoint.npz"))     # a checkpoint file (a snapshot) reads the same
+    assert all(np.array_equal(from_file.params[k], vae.params[k]) for k in vae.params)
     out = tmp_path / "out"
     assert gradient_variance.main(["--smoke", "--checkpoint", str(run), "--L", "1,10", "--out", str(out)]) == 0
     rows = read_csv(out / "variance.csv")
     assert {r["state"] for r in rows} == {"init", "trained"}
+
+
+def test_gradient_variance_draws_its_points_from_the_runs_own_training_split():
+    # a run on another Frey Face split holds out other images: the study must not take them for training ones
+    import dataclasses
+
+    from npvae import VAE, data
+    from npvae.config import TrainConfig
+    data_dir = os.environ.get("NPVAE_DATA_DIR")
+    if not data_dir or not os.path.isfile(os.path.join(data_dir, "frey_rawface.mat")):
+        pytest.skip("NPVAE_DATA_DIR has no frey_rawface.mat: real-data test skipped")
+    vae = VAE(560, 5, 200, "gaussian", seed=0)
+    for seed in (0, 1):
+        config = dataclasses.asdict(TrainConfig(dataset="frey", frey_split_seed=seed))
+        x = gradient_variance.study_data(vae, 40, np.random.default_rng(3), False, config)
+        split = data.load_frey_face(download=False, seed=seed)
+        assert x.shape == (40, 560)
+        assert all((split.train.x == row).all(axis=1).any() for row in x)
+        assert not any((split.test.x == row).all(axis=1).any() for row in x)
 
 
 def test_gradient_variance_refuses_a_folder_without_a_run_in_one_line(tmp_path, capsys):
