@@ -24,8 +24,8 @@ import numpy as np
 from . import blas
 from . import distributions as D
 from .data import gather_minibatch
-from .fast import (FastDecoderJoint, FastStep, FastWakeSleep, TwoThreadStep, two_thread_reason,
-                   unsupported_reason)
+from .fast import (FastDecoderJoint, FastStep, FastWakeSleep, TwoThreadStep, fused_adagrad_applies,
+                   fused_adagrad_update, two_thread_reason, unsupported_reason)
 from .kernels import bernoulli_log_lik_and_dlogits
 from .marginal import ADAPT_SMOOTHING, adapt_step_size, best_starts, hmc_log_px, hmc_transition
 from .marginal import _vae_log_joint
@@ -40,6 +40,11 @@ def prior_grads(params, grads, scale, which):
     for name in grads:
         if has_prior(name, which):
             grads[name] += scale * params[name]
+
+
+def _fused_note(config):
+    """What a readable step with --fast still fuses (``Learner._prior_and_update``)."""
+    return "; prior and Adagrad fused" if config.optimizer == "adagrad" else ""
 
 
 def evaluate_bound(vae, x, eps, estimator="B", batch_size=1000):
@@ -127,6 +132,21 @@ class Learner:
         # float64 draws in either precision: a float32 run sees the same noise as a float64 one
         return rng.standard_normal(shape).astype(self.vae.dtype)
 
+    def _prior_and_update(self, opt, grads):
+        """The readable steps' last act: add the parameter prior's gradient to grads, then step opt
+        on the parameters grads holds.  False when a gradient is not finite (the run then stops as
+        diverged).  With --fast, Adagrad runs both as one Numba pass per tensor
+        (``fast.fused_adagrad_update``): the same arithmetic, bitwise, and a third of a Frey Face
+        step saved; otherwise the three readable lines below."""
+        params = {k: self.vae.params[k] for k in grads}
+        if self.config.fast and fused_adagrad_applies(params, grads, opt):
+            return not fused_adagrad_update(params, grads, opt, self.config.prior, self.prior_scale)
+        prior_grads(params, grads, self.prior_scale, self.config.prior)
+        if not all(np.isfinite(g).all() for g in grads.values()):
+            return False
+        opt.update(params, grads)
+        return True
+
 
 class AEVB(Learner):
     """Auto-Encoding Variational Bayes (Algorithm 1): one SGVB gradient step on encoder and
@@ -154,7 +174,7 @@ class AEVB(Learner):
             auto = 2 if config.dtype == "float64" and blas.get_threads() == 2 else 1
             self._use_fast_step(config.step_threads or auto)
         elif config.fast:
-            self.implementation = f"reference (the fast step does not implement {reason})"
+            self.implementation = f"reference (the fast step does not implement {reason}){_fused_note(config)}"
 
     def _use_fast_step(self, threads):
         """The fast step with this many threads (TwoThreadStep for 2 where it can run, else FastStep)."""
@@ -189,11 +209,7 @@ class AEVB(Learner):
         x = self._gather(data, idx, rng)                             # the readable reference
         eps = self._normal((self.L, len(idx), self.config.nz), rng)
         loss, grads = self.vae.loss_and_grads(x, eps, self.config.estimator, kl_weight)
-        if not math.isfinite(loss):
-            return False
-        prior_grads(self.vae.params, grads, self.prior_scale, self.config.prior)
-        self.opt.update(self.vae.params, grads)
-        return True
+        return math.isfinite(loss) and self._prior_and_update(self.opt, grads)
 
     def state_arrays(self):
         threads = 2 if isinstance(self.fast, TwoThreadStep) else 1       # the step that produced these parameters
@@ -237,7 +253,7 @@ class WakeSleep(Learner):
             self.implementation = ("fast step (sparse first layer on 0/1 minibatches and dreams)" if binary
                                    else "fast step (sparse first layer on dreams)")
         elif config.fast:
-            self.implementation = f"reference (the fast step does not implement {reason})"
+            self.implementation = f"reference (the fast step does not implement {reason}){_fused_note(config)}"
 
     def step(self, data, idx, rng):
         if self.fast is not None:
@@ -255,13 +271,7 @@ class WakeSleep(Learner):
         return self._update(self.rec_opt, loss, grads)
 
     def _update(self, opt, loss, grads):
-        if not math.isfinite(loss):
-            return False
-        prior_grads(self.vae.params, grads, self.prior_scale, self.config.prior)
-        if not all(np.isfinite(g).all() for g in grads.values()):
-            return False
-        opt.update({k: self.vae.params[k] for k in grads}, grads)
-        return True
+        return math.isfinite(loss) and self._prior_and_update(opt, grads)
 
     def state_arrays(self):
         return {**super().state_arrays(), **_save_optimizer("opt.gen", self.gen_opt),
@@ -394,10 +404,8 @@ class MCEM(Learner):
                     return False
                 continue
             loss, grads = self.m_step_loss_and_grads(x, z)
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) and self._prior_and_update(self.opt, grads)):
                 return False
-            prior_grads(params, grads, self.prior_scale, config.prior)
-            self.opt.update({k: params[k] for k in grads}, grads)
         return True
 
     def m_step_loss_and_grads(self, x, z):

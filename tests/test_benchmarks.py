@@ -68,3 +68,12 @@ def test_bench_mcem_quick_times_both_paths_at_both_batch_sizes():
     rows = re.findall(r"batch\s+(\d+):\s+fast\s+([\d.]+) ms .*readable\s+([\d.]+) ms .*readable / fast ([\d.]+)x", out)
     assert [int(r[0]) for r in rows] == [100, 1000], out
     assert all(float(v) > 0 for r in rows for v in r[1:]), rows
+
+
+def test_bench_frey_quick_times_the_fused_and_the_readable_update(tmp_path):
+    out = run("bench_frey.py", "--quick", "--json", str(tmp_path / "frey.json"))
+    figures = json.load(open(tmp_path / "frey.json"))
+    assert sorted(figures) == ["aevb/float32", "aevb/float64", "wakesleep/float32", "wakesleep/float64"]
+    for row in figures.values():
+        assert row["fused_ms"] > 0 and row["readable_ms"] > 0 and math.isfinite(row["readable_over_fused"])
+    assert out.count("prior and Adagrad fused") == 4           # the fused rows took the fused update

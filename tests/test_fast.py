@@ -251,3 +251,61 @@ def test_fast_kl_weighted_training_tracks_the_reference_path(tmp_path):
     assert s["implementation"].startswith("fast step")
     a, b = params_of(str(tmp_path / "fast")), params_of(str(tmp_path / "ref"))
     assert all(np.allclose(a[k], b[k], rtol=1e-9, atol=1e-12) for k in a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("prior", ["weights", "all", "none"])
+def test_fused_adagrad_update_is_the_readable_prior_and_adagrad_bitwise(dtype, prior):
+    from npvae.fast import fused_adagrad_applies, fused_adagrad_update
+    rng = np.random.default_rng(7)
+    shapes = {"enc.h0.W": (30, 20), "enc.h0.b": (20,), "dec.mean.W": (20, 30), "dec.mean.b": (30,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    ref = {k: v.copy() for k, v in params.items()}
+    fused_opt, ref_opt = Adagrad(lr=0.02, warmup=2), Adagrad(lr=0.02, warmup=2)
+    for step in range(6):                          # two warm-up calls, then steps on a growing accumulator
+        grads = {k: (rng.standard_normal(s) * 10.0 ** rng.uniform(-4, 2)).astype(dtype) for k, s in shapes.items()}
+        assert fused_adagrad_applies(params, grads, fused_opt)
+        assert not fused_adagrad_update(params, {k: g.copy() for k, g in grads.items()}, fused_opt, prior, 1 / 300)
+        prior_grads(ref, grads, 1 / 300, prior)
+        ref_opt.update(ref, grads)
+        assert fused_opt.t == ref_opt.t
+        for k in shapes:
+            assert params[k].dtype == dtype and np.array_equal(params[k], ref[k]), (step, k)
+            assert np.array_equal(fused_opt.state["sum_sq"][k], ref_opt.state["sum_sq"][k]), (step, k)
+    assert step >= fused_opt.warmup and not all(np.array_equal(params[k], ref[k] * 0) for k in shapes)
+    bad = {k: g.copy() for k, g in grads.items()}
+    bad["enc.h0.b"][3] = np.nan
+    assert fused_adagrad_update(params, bad, fused_opt, prior, 1 / 300)         # a NaN is reported
+
+
+def test_fused_adagrad_is_not_taken_where_it_would_differ():
+    from npvae.fast import fused_adagrad_applies
+    p = {"w": np.zeros((4, 6))}
+    assert fused_adagrad_applies(p, {"w": np.ones((4, 6))}, Adagrad())
+    assert not fused_adagrad_applies(p, {"w": np.ones((4, 6))}, Adam())                     # another rule
+    assert not fused_adagrad_applies(p, {"w": np.ones((4, 6), np.float32)}, Adagrad())      # mixed dtypes round otherwise
+    assert not fused_adagrad_applies({"w": np.zeros((6, 4)).T}, {"w": np.ones((4, 6))}, Adagrad())  # no flat view
+    assert not fused_adagrad_applies(p, {"v": np.ones((4, 6))}, Adagrad())
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "wakesleep", "mcem"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_readable_gaussian_training_is_bitwise_the_same_with_the_fused_update(tmp_path, algorithm, dtype):
+    # the Gaussian decoder has no fast step: --fast changes only its prior + Adagrad update, bit for bit
+    from npvae.data import TrainingData
+    rng = np.random.default_rng(0)
+    grey, test = rng.random((300, 16)), rng.random((60, 16))
+    data = TrainingData(grey, grey, test, None, (4, 4), False)
+    kw = dict(nz=2, hidden=(8,), samples=2000 if algorithm != "mcem" else 600, batch_size=20, checkpoint_seconds=1e9,
+              progress=False, figures=False, warmup=2, lr=0.02, decoder="gaussian", binarize="none",
+              algorithm=algorithm, dtype=dtype)
+    if algorithm == "mcem":                         # no encoder: it is evaluated by log p(x), on a few points
+        kw.update(metric="marginal", eval_max=6, eval_per_decade=1)
+    s = train(TrainConfig(out=str(tmp_path / "fast"), fast=True, **kw), data=data, log=lambda *_: None)
+    train(TrainConfig(out=str(tmp_path / "ref"), fast=False, **kw), data=data, log=lambda *_: None)
+    assert s["status"] == "finished" and "reference" in s["implementation"]
+    a, b = params_of(str(tmp_path / "fast")), params_of(str(tmp_path / "ref"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    init = TrainConfig(out=str(tmp_path / "init"), fast=True, **{**kw, "samples": 20})
+    train(init, data=data, log=lambda *_: None)
+    assert not all(np.array_equal(a[k], params_of(init.out)[k]) for k in a)        # training moved them

@@ -152,4 +152,4 @@ def test_beta_and_warmup_work_with_estimator_a(tmp_path):
     s = train(cfg.validate(), data=toy_data(), **QUIET)
     assert s["status"] == "finished" and np.isfinite(s["train_elbo"])
     assert s["implementation"] == "reference (the fast step does not implement estimator A (the fast AEVB step " \
-                                  "is estimator B))"
+                                  "is estimator B)); prior and Adagrad fused"
