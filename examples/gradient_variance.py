@@ -207,8 +207,9 @@ def study_data(vae, n, rng, smoke, config=None):
     if config is not None:
         from npvae.config import TrainConfig
         from npvae.runs import load_run_data
+        from npvae.train import first_n_training_points      # a run with --n_train trained on its first n
         try:
-            x = load_run_data(TrainConfig(**config)).train_eval_x
+            x = first_n_training_points(load_run_data(TrainConfig(**config)), config["n_train"]).train_eval_x
         except (data.DataNotFoundError, FileNotFoundError) as e:
             raise UsageError(f"the run's data not found ({e}); set NPVAE_DATA_DIR (e.g. ../shared/data)") from None
         return x[rng.choice(len(x), n, replace=False)].astype(np.float64)

@@ -251,13 +251,21 @@ def _adagrad_tensor(opt, name, p, g, prior_scale, do_step):
                           do_step)
 
 
-def fused_adagrad_applies(params, grads, optimizer):
-    """Whether ``fused_adagrad_update`` can step these tensors: Adagrad, the same names, and each
-    parameter a C-contiguous float32 or float64 array (updated in place through a flat view) with a
-    gradient of its dtype and shape (mixed dtypes would round differently from NumPy)."""
-    return (type(optimizer) is Adagrad and params.keys() == grads.keys()
-            and all(p.dtype in (np.float32, np.float64) and p.flags.c_contiguous and p.flags.writeable
-                    and grads[k].dtype == p.dtype and grads[k].shape == p.shape for k, p in params.items()))
+def fused_adagrad_applies(params, grads, optimizer, prior_scale):
+    """Whether ``fused_adagrad_update`` computes exactly what the readable update would: Adagrad,
+    the same names, each parameter (and its accumulator, where it has one) a C-contiguous float32
+    or float64 array, updated in place through a flat view, with a gradient of its dtype and shape,
+    and prior_scale a Python float.  (Mixed dtypes, or a NumPy float64 scale that NumPy's readable
+    ``scale * p`` would compute in float64, round differently from the kernel's arithmetic.)"""
+    if type(optimizer) is not Adagrad or type(prior_scale) is not float or params.keys() != grads.keys():
+        return False
+    sum_sq = optimizer.state["sum_sq"]
+
+    def same(a, p):
+        return a.dtype == p.dtype and a.shape == p.shape
+    return all(p.dtype in (np.float32, np.float64) and p.flags.c_contiguous and p.flags.writeable
+               and same(grads[k], p)
+               and (k not in sum_sq or (same(sum_sq[k], p) and sum_sq[k].flags.c_contiguous)) for k, p in params.items())
 
 
 def fused_adagrad_update(params, grads, optimizer, prior, prior_scale):
@@ -265,8 +273,9 @@ def fused_adagrad_update(params, grads, optimizer, prior, prior_scale):
     pass per tensor instead of eight NumPy passes: the same arithmetic in the same order, so the
     same bits (tests/test_fast.py), about 5x faster.  The readable steps of the models the fast
     steps do not cover (the Gaussian decoder) spent a third of their time in the two.  Check
-    ``fused_adagrad_applies`` first.  Returns True when a gradient was not finite (every tensor is
-    stepped even so: the run stops as diverged and keeps its last good checkpoint)."""
+    ``fused_adagrad_applies`` first.  Returns True when a gradient was not finite; unlike the
+    readable update, which then steps nothing, every tensor has been stepped by then (NaN in, NaN
+    out): the harness stops the run as diverged and keeps its last good checkpoint."""
     optimizer.t += 1                                   # as Optimizer.update counts its calls
     do_step = optimizer.t > optimizer.warmup
     bad = False

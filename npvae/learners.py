@@ -81,7 +81,7 @@ class Learner:
 
     def __init__(self, config, x_dim, n_train, rng, binary=False):
         self.config = config
-        self.M, self.L, self.prior_scale = config.batch_size, config.L, 1.0 / n_train
+        self.M, self.L, self.prior_scale = config.batch_size, config.L, 1.0 / int(n_train)
         init = rng if config.init_seed < 0 else np.random.default_rng(config.init_seed)
         self.vae = VAE(x_dim, config.nz, config.hidden, config.likelihood(), seed=init,
                        dtype=np.dtype(config.dtype), activation=config.activation, init_std=config.init_std)
@@ -137,9 +137,11 @@ class Learner:
         on the parameters grads holds.  False when a gradient is not finite (the run then stops as
         diverged).  With --fast, Adagrad runs both as one Numba pass per tensor
         (``fast.fused_adagrad_update``): the same arithmetic, bitwise, and a third of a Frey Face
-        step saved; otherwise the three readable lines below."""
+        step saved; otherwise the three readable lines below (whose finiteness check, since
+        2026-11-23 also on AEVB's and MCEM's readable steps, stops a run one step before a NaN
+        gradient would reach the parameters)."""
         params = {k: self.vae.params[k] for k in grads}
-        if self.config.fast and fused_adagrad_applies(params, grads, opt):
+        if self.config.fast and fused_adagrad_applies(params, grads, opt, self.prior_scale):
             return not fused_adagrad_update(params, grads, opt, self.config.prior, self.prior_scale)
         prior_grads(params, grads, self.prior_scale, self.config.prior)
         if not all(np.isfinite(g).all() for g in grads.values()):
@@ -375,7 +377,8 @@ class MCEM(Learner):
         if config.fast and FastDecoderJoint.supports(self.vae, self.opt, config.prior):
             self.fast = FastDecoderJoint(self.vae, self.opt, config.batch_size, config.prior, self.prior_scale)
         self.implementation = f"{'fast' if self.fast else 'reference'} (HMC E-step, {config.mcem_leapfrog} " \
-                              f"leapfrog steps; {config.mcem_updates} {config.optimizer} M-steps)"
+                              f"leapfrog steps; {config.mcem_updates} {config.optimizer} M-steps)" \
+                              f"{_fused_note(config) if config.fast and not self.fast else ''}"
 
     def step(self, data, idx, rng):
         params, config = self.vae.params, self.config

@@ -260,11 +260,11 @@ def test_fused_adagrad_update_is_the_readable_prior_and_adagrad_bitwise(dtype, p
     rng = np.random.default_rng(7)
     shapes = {"enc.h0.W": (30, 20), "enc.h0.b": (20,), "dec.mean.W": (20, 30), "dec.mean.b": (30,)}
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
-    ref = {k: v.copy() for k, v in params.items()}
+    ref, start = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
     fused_opt, ref_opt = Adagrad(lr=0.02, warmup=2), Adagrad(lr=0.02, warmup=2)
     for step in range(6):                          # two warm-up calls, then steps on a growing accumulator
         grads = {k: (rng.standard_normal(s) * 10.0 ** rng.uniform(-4, 2)).astype(dtype) for k, s in shapes.items()}
-        assert fused_adagrad_applies(params, grads, fused_opt)
+        assert fused_adagrad_applies(params, grads, fused_opt, 1 / 300)
         assert not fused_adagrad_update(params, {k: g.copy() for k, g in grads.items()}, fused_opt, prior, 1 / 300)
         prior_grads(ref, grads, 1 / 300, prior)
         ref_opt.update(ref, grads)
@@ -272,7 +272,7 @@ def test_fused_adagrad_update_is_the_readable_prior_and_adagrad_bitwise(dtype, p
         for k in shapes:
             assert params[k].dtype == dtype and np.array_equal(params[k], ref[k]), (step, k)
             assert np.array_equal(fused_opt.state["sum_sq"][k], ref_opt.state["sum_sq"][k]), (step, k)
-    assert step >= fused_opt.warmup and not all(np.array_equal(params[k], ref[k] * 0) for k in shapes)
+    assert not any(np.array_equal(params[k], start[k]) for k in shapes)          # the steps did step
     bad = {k: g.copy() for k, g in grads.items()}
     bad["enc.h0.b"][3] = np.nan
     assert fused_adagrad_update(params, bad, fused_opt, prior, 1 / 300)         # a NaN is reported
@@ -280,19 +280,37 @@ def test_fused_adagrad_update_is_the_readable_prior_and_adagrad_bitwise(dtype, p
 
 def test_fused_adagrad_is_not_taken_where_it_would_differ():
     from npvae.fast import fused_adagrad_applies
-    p = {"w": np.zeros((4, 6))}
-    assert fused_adagrad_applies(p, {"w": np.ones((4, 6))}, Adagrad())
-    assert not fused_adagrad_applies(p, {"w": np.ones((4, 6))}, Adam())                     # another rule
-    assert not fused_adagrad_applies(p, {"w": np.ones((4, 6), np.float32)}, Adagrad())      # mixed dtypes round otherwise
-    assert not fused_adagrad_applies({"w": np.zeros((6, 4)).T}, {"w": np.ones((4, 6))}, Adagrad())  # no flat view
-    assert not fused_adagrad_applies(p, {"v": np.ones((4, 6))}, Adagrad())
+    p, g = {"w": np.zeros((4, 6), np.float32)}, {"w": np.ones((4, 6), np.float32)}
+    assert fused_adagrad_applies(p, g, Adagrad(), 0.01)
+    assert not fused_adagrad_applies(p, g, Adam(), 0.01)                                     # another rule
+    assert not fused_adagrad_applies(p, {"w": np.ones((4, 6))}, Adagrad(), 0.01)             # mixed dtypes round otherwise
+    assert not fused_adagrad_applies({"w": np.zeros((6, 4), np.float32).T}, g, Adagrad(), 0.01)   # no flat view
+    assert not fused_adagrad_applies(p, {"v": g["w"]}, Adagrad(), 0.01)
+    # NumPy computes float64-scalar * float32-array in float64; the kernel takes the scale in float32
+    assert not fused_adagrad_applies(p, g, Adagrad(), np.float64(0.01))
+    opt = Adagrad()
+    opt.state["sum_sq"]["w"] = np.zeros((6, 4), np.float32).T                              # updated through a copy
+    assert not fused_adagrad_applies(p, g, opt, 0.01)
+    opt.state["sum_sq"]["w"] = np.zeros((4, 6))                                             # another dtype
+    assert not fused_adagrad_applies(p, g, opt, 0.01)
+    opt.state["sum_sq"]["w"] = np.zeros((4, 6), np.float32)
+    assert fused_adagrad_applies(p, g, opt, 0.01)
 
 
 @pytest.mark.parametrize("algorithm", ["aevb", "wakesleep", "mcem"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_readable_gaussian_training_is_bitwise_the_same_with_the_fused_update(tmp_path, algorithm, dtype):
+def test_readable_gaussian_training_is_bitwise_the_same_with_the_fused_update(tmp_path, monkeypatch, algorithm,
+                                                                                dtype):
     # the Gaussian decoder has no fast step: --fast changes only its prior + Adagrad update, bit for bit
+    from npvae import fast as fast_module
+    from npvae import learners
     from npvae.data import TrainingData
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return fast_module.fused_adagrad_update(*args)
+    monkeypatch.setattr(learners, "fused_adagrad_update", counted)
     rng = np.random.default_rng(0)
     grey, test = rng.random((300, 16)), rng.random((60, 16))
     data = TrainingData(grey, grey, test, None, (4, 4), False)
@@ -302,8 +320,20 @@ def test_readable_gaussian_training_is_bitwise_the_same_with_the_fused_update(tm
     if algorithm == "mcem":                         # no encoder: it is evaluated by log p(x), on a few points
         kw.update(metric="marginal", eval_max=6, eval_per_decade=1)
     s = train(TrainConfig(out=str(tmp_path / "fast"), fast=True, **kw), data=data, log=lambda *_: None)
+    assert s["status"] == "finished" and s["implementation"].endswith("prior and Adagrad fused") and calls
+    n_fused = len(calls)
     train(TrainConfig(out=str(tmp_path / "ref"), fast=False, **kw), data=data, log=lambda *_: None)
-    assert s["status"] == "finished" and "reference" in s["implementation"]
+    assert len(calls) == n_fused                                                   # the readable update
+    # a run resumed across the change: --fast=false to half the budget, then --fast=true
+    half = TrainConfig(out=str(tmp_path / "mixed"), fast=False, **{**kw, "samples": kw["samples"] // 2})
+    train(half, data=data, log=lambda *_: None)
+    train(TrainConfig(out=half.out, fast=True, **kw), resume=True, data=data, log=lambda *_: None)
+    assert len(calls) > n_fused
+    ref, mixed = np.load(tmp_path / "ref" / "checkpoint.npz"), np.load(tmp_path / "mixed" / "checkpoint.npz")
+    arrays = [k for k in ref.files if k not in ("config", "seconds", "history")]      # the timings differ
+    assert ref.files == mixed.files and {"opt", "rng_state"} & {k.split("/")[0] for k in arrays}
+    assert all(np.array_equal(ref[k], mixed[k]) for k in arrays), [k for k in arrays if not np.array_equal(ref[k], mixed[k])]
+    assert np.array_equal(ref["history"][-1, [0, 2, 3]], mixed["history"][-1, [0, 2, 3]])  # samples, train, test
     a, b = params_of(str(tmp_path / "fast")), params_of(str(tmp_path / "ref"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     init = TrainConfig(out=str(tmp_path / "init"), fast=True, **{**kw, "samples": 20})

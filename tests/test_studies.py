@@ -159,6 +159,11 @@ def test_gradient_variance_draws_its_points_from_the_runs_own_training_split():
         assert x.shape == (40, 560)
         assert all((split.train.x == row).all(axis=1).any() for row in x)
         assert not any((split.test.x == row).all(axis=1).any() for row in x)
+    # a run with --n_train (Figure 3's) trained on its first n images only
+    config = dataclasses.asdict(TrainConfig(dataset="frey", n_train=50))
+    x = gradient_variance.study_data(vae, 40, np.random.default_rng(3), False, config)
+    first = data.load_frey_face(download=False, seed=0).train.x[:50]
+    assert all((first == row).all(axis=1).any() for row in x)
 
 
 def test_gradient_variance_refuses_a_folder_without_a_run_in_one_line(tmp_path, capsys):
