@@ -4,6 +4,7 @@
     python examples/figure4_5.py --train --samples=1e7   # first train (or resume) every run short of 1e7 samples
     python examples/figure4_5.py --smoke                 # tiny runs and both figures in seconds (CI)
     python examples/figure4_5.py --docs                  # also copy the two PNGs to docs/img/
+    python examples/figure4_5.py --panels=4a,5c --docs   # only these panels, each to its own PNG
 
 Fig. 4 (two panels, Frey Face left, MNIST right): models with Nz = 2.  A regular N x N grid on the
 unit square (the cell centres (i + 1/2) / N) is mapped through the inverse Gaussian CDF
@@ -39,6 +40,12 @@ the spread of the encoder's means against the grid's range.
 Outputs in --out (default runs/fig45; --smoke: runs/fig45_smoke, with its runs in it):
 fig4_manifolds.png and fig5_samples.png.  Redrawing replaces these two files and no other; --docs
 copies them to docs/img/fig4_manifolds.png and docs/img/fig5_samples.png, replacing those.
+
+--panels=IDS draws only the panels named (4a, 4b, 5a, 5b, 5c, 5d: the figure and the panel's
+letter), each to its own PNG (fig4a_frey_nz2.png, ..., fig5d_mnist_nz20.png), and needs only their
+runs: a panel can be brought up to date as soon as its run has finished, without the others.  A
+panel drawn alone is the panel the whole figure draws from the same run: Fig. 5's z come from one
+generator in the order (a)-(d) whatever is drawn (fig5_latents).
 """
 import argparse
 import dataclasses
@@ -77,6 +84,9 @@ RUNS = {
 FIG4_RUNS = ("frey_nz2", "mnist_nz2")                          # the paper's order: Frey Face left
 FIG5_RUNS = ("mnist_nz2", "mnist_nz5", "mnist_nz10", "mnist_nz20")
 FIG4_PNG, FIG5_PNG = "fig4_manifolds.png", "fig5_samples.png"
+# --panels: a panel's id (its figure and letter) -> the run it draws
+PANELS = {f"4{letter}": name for letter, name in zip("ab", FIG4_RUNS)}
+PANELS.update({f"5{letter}": name for letter, name in zip("abcd", FIG5_RUNS)})
 DATA_NAMES = {"mnist": "MNIST", "frey": "Frey Face"}
 
 # The Figure 2 sweep's step sizes (examples/figure2.py): a run started here in a sweep's folder must
@@ -107,15 +117,17 @@ def _algorithm_text(trained):
     return "" if trained.config.algorithm == "aevb" else f", {trained.config.algorithm}"
 
 
+def fig4_panel(letter, trained, grid=20):
+    """One Fig. 4 panel: the decoder's mean on manifold_grid(grid) for a model with Nz = 2."""
+    z, means = plots.manifold_means(trained.vae, grid)
+    title = (f"({letter}) Learned {DATA_NAMES[trained.config.dataset]} manifold{_algorithm_text(trained)}\n"
+             f"{budget_text(trained)}")
+    return Panel(z, means, trained.image_shape, grid, title)
+
+
 def fig4_panels(frey_run, mnist_run, grid=20):
     """Fig. 4: the decoder's mean on manifold_grid(grid) for the Frey Face and the MNIST model (Nz = 2)."""
-    panels = []
-    for letter, trained in zip("ab", (frey_run, mnist_run)):
-        z, means = plots.manifold_means(trained.vae, grid)
-        title = (f"({letter}) Learned {DATA_NAMES[trained.config.dataset]} manifold{_algorithm_text(trained)}\n"
-                 f"{budget_text(trained)}")
-        panels.append(Panel(z, means, trained.image_shape, grid, title))
-    return panels
+    return [fig4_panel(letter, trained, grid) for letter, trained in zip("ab", (frey_run, mnist_run))]
 
 
 def manifold_spread(trained, panel, data=None):
@@ -153,15 +165,26 @@ def spread_line(label, trained, panel):
             f"of them lie inside the grid's square")
 
 
+def fig5_latents(rng, side=10):
+    """Fig. 5's z: side x side draws from N(0, I) for each panel (a)-(d), in that order from rng, so a
+    panel's z do not depend on which panels are drawn (float64 draws, so a float32 run sees the same
+    z as a float64 one)."""
+    return [rng.standard_normal((side * side, RUNS[name][1])) for name in FIG5_RUNS]
+
+
+def fig5_panel(letter, trained, z):
+    """One Fig. 5 panel: the decoder's means at the rows of z, laid out in a square."""
+    z = z.astype(trained.vae.dtype)
+    side = int(round(np.sqrt(len(z))))
+    title = f"({letter}) {trained.config.nz}-D latent space{_algorithm_text(trained)}\n{budget_text(trained)}"
+    return Panel(z, plots.decoder_mean(trained.vae, z), trained.image_shape, side, title)
+
+
 def fig5_panels(mnist_runs, rng, side=10):
-    """Fig. 5: side x side decoder means at z ~ N(0, I) for each MNIST model, z drawn from rng in
-    the models' order (float64 draws, so a float32 run sees the same z as a float64 one)."""
-    panels = []
-    for letter, trained in zip("abcd", mnist_runs):
-        z = rng.standard_normal((side * side, trained.config.nz)).astype(trained.vae.dtype)
-        title = f"({letter}) {trained.config.nz}-D latent space{_algorithm_text(trained)}\n{budget_text(trained)}"
-        panels.append(Panel(z, plots.decoder_mean(trained.vae, z), trained.image_shape, side, title))
-    return panels
+    """Fig. 5: side x side decoder means at z ~ N(0, I) for the MNIST models with Nz = 2, 5, 10, 20
+    (in that order), z from fig5_latents(rng, side)."""
+    return [fig5_panel(letter, trained, z)
+            for letter, trained, z in zip("abcd", mnist_runs, fig5_latents(rng, side))]
 
 
 def draw(panels, path, panel_height):
@@ -247,6 +270,15 @@ def positive_budget(text):
     return int(value)
 
 
+def panel_ids(text):
+    """argparse type: --panels=4a,5c -> ("4a", "5c"), each a key of PANELS, in the figures' order."""
+    ids = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in ids if t not in PANELS]
+    if unknown or not ids:
+        raise argparse.ArgumentTypeError(f"expected panels among {', '.join(PANELS)} (e.g. 4a,5c), got {text!r}")
+    return tuple(t for t in PANELS if t in ids)
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -264,6 +296,8 @@ def parser():
                                                "runs/fig45_smoke); its two PNGs are replaced when redrawn")
     p.add_argument("--only", choices=("4", "5"), default=None, help="draw only Fig. 4 or only Fig. 5 "
                                                                     "(and need only its runs)")
+    p.add_argument("--panels", type=panel_ids, default=None,
+                   help="draw only these panels, each to its own PNG (see above): any of " + ", ".join(PANELS))
     p.add_argument("--grid", type=positive_int, default=20, help="Fig. 4: a grid x grid manifold (default 20)")
     p.add_argument("--sample_grid", type=positive_int, default=10,
                    help="Fig. 5: sample_grid x sample_grid samples per panel (default 10)")
@@ -296,7 +330,11 @@ def main_body(argv):
     out = args.out or os.path.join("runs", "fig45_smoke" if args.smoke else "fig45")
     require(not os.path.exists(out) or os.path.isdir(out), f"--out {out} is a file, not a folder")
 
-    names = {"4": FIG4_RUNS, "5": FIG5_RUNS}.get(args.only, FIG4_RUNS + FIG5_RUNS)
+    require(args.panels is None or args.only is None, "--only and --panels both choose what is drawn: give one")
+    if args.panels is not None:
+        names = tuple(PANELS[panel] for panel in args.panels)
+    else:
+        names = {"4": FIG4_RUNS, "5": FIG5_RUNS}.get(args.only, FIG4_RUNS + FIG5_RUNS)
     names = tuple(dict.fromkeys(names))                     # mnist_nz2 serves both figures: once
     if args.smoke:
         folders = {name: os.path.join(out, name) for name in names}
@@ -323,25 +361,31 @@ def main_body(argv):
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    # every panel drawn, by id: what draws it, and the height of a panel in its figure
+    if args.panels is not None:
+        ids = args.panels
+    else:
+        ids = tuple(panel for panel in PANELS if args.only in (None, panel[0]))
+    latents = dict(zip("abcd", fig5_latents(np.random.default_rng(args.seed), args.sample_grid)))
+    panels = {panel: (fig4_panel(panel[1], trained[PANELS[panel]], args.grid) if panel[0] == "4" else
+                      fig5_panel(panel[1], trained[PANELS[panel]], latents[panel[1]])) for panel in ids}
+    height = {"4": 6.5, "5": 3.6}
     written = []
-    spreads = []
-    if args.only in (None, "4"):
-        panels = fig4_panels(trained["frey_nz2"], trained["mnist_nz2"], args.grid)
-        written.append(os.path.join(out, FIG4_PNG))
-        draw(panels, written[-1], panel_height=6.5)
-        spreads = [spread_line(f"Fig. 4 ({letter}) {DATA_NAMES[trained[name].config.dataset]}", trained[name], panel)
-                   for letter, name, panel in zip("ab", FIG4_RUNS, panels)]
-    if args.only in (None, "5"):
-        panels = fig5_panels([trained[name] for name in FIG5_RUNS], np.random.default_rng(args.seed),
-                             args.sample_grid)
-        written.append(os.path.join(out, FIG5_PNG))
-        draw(panels, written[-1], panel_height=3.6)
+    if args.panels is not None:
+        for panel in ids:
+            written.append(os.path.join(out, f"fig{panel}_{PANELS[panel]}.png"))
+            draw([panels[panel]], written[-1], panel_height=height[panel[0]])
+    else:
+        for figure, png in (("4", FIG4_PNG), ("5", FIG5_PNG)):
+            if args.only in (None, figure):
+                written.append(os.path.join(out, png))
+                draw([panels[panel] for panel in ids if panel[0] == figure], written[-1], height[figure])
+    spreads = [spread_line(f"Fig. 4 ({panel[1]}) {DATA_NAMES[trained[PANELS[panel]].config.dataset]}",
+                           trained[PANELS[panel]], panels[panel]) for panel in ids if panel[0] == "4"]
 
     print("| panel | run | data, Nz | training samples | status |")
     print("| --- | --- | --- | ---: | --- |")
-    rows = ([("Fig. 4 (a)", "frey_nz2"), ("Fig. 4 (b)", "mnist_nz2")] if args.only in (None, "4") else []) + \
-           ([(f"Fig. 5 ({letter})", name) for letter, name in zip("abcd", FIG5_RUNS)] if args.only in (None, "5")
-            else [])
+    rows = [(f"Fig. {panel[0]} ({panel[1]})", PANELS[panel]) for panel in ids]
     for panel, name in rows:
         t = trained[name]
         print(f"| {panel} | {t.folder} | {DATA_NAMES[t.config.dataset]}, {t.config.nz} | {t.samples:,} | {t.status} |")

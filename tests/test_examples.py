@@ -147,13 +147,40 @@ def test_figure4_5_smoke_draws_the_decoder_means_of_its_runs(tmp_path, capsys):
     assert load_run(str(out / "mnist_nz2")).samples == 30_000 and (tmp_path / "redrawn" / "fig4_manifolds.png").exists()
     assert json.load(open(out / "mnist_nz2" / "summary.json"))["status"] == "finished"
 
+    # --panels draws each panel named to its own PNG from its own run only; a panel's z do not
+    # depend on which panels are drawn
+    alone = tmp_path / "alone"
+    proc = subprocess.run(cmd[:2] + ["--smoke", "--panels=5c,4a", f"--out={alone}"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in alone.iterdir()) == ["fig4a_frey_nz2.png", "fig5c_mnist_nz10.png",
+                                                       "frey_nz2", "mnist_nz10"]       # no other run trained
+    for name in ("fig4a_frey_nz2.png", "fig5c_mnist_nz10.png"):
+        png = matplotlib.image.imread(alone / name)[..., :3]
+        assert png.shape[0] > 300 and png.std() > 0.1, name
+    assert [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| Fig.")] == \
+        ["| Fig. 4 (a)", "| Fig. 5 (c)"]
+    assert "Fig. 4 (a) Frey Face: the decoder means vary" in proc.stdout and "Fig. 4 (b)" not in proc.stdout
+    every = fig45.fig5_latents(np.random.default_rng(5), side=3)
+    assert [z.shape for z in every] == [(9, 2), (9, 5), (9, 10), (9, 20)]
+    rng = np.random.default_rng(5)
+    assert all(np.array_equal(z, rng.standard_normal(z.shape)) for z in every)
+    single = fig45.fig5_panel("c", runs["mnist_nz10"], every[2])
+    whole = fig45.fig5_panels([runs[name] for name in fig45.FIG5_RUNS], np.random.default_rng(5), side=3)[2]
+    assert np.array_equal(single.images, whole.images) and single.title == whole.title and single.n_cols == 3
+
     # a missing run names the command that trains it; a run of the wrong Nz is refused
     for args, says in (([f"--mnist_nz2={tmp_path / 'none'}"], "--train --samples=N"),
-                       ([f"--mnist_nz2={out / 'mnist_nz5'}"], "Nz = 5; its panel needs one on MNIST with Nz = 2")):
+                       ([f"--mnist_nz2={out / 'mnist_nz5'}"], "Nz = 5; its panel needs one on MNIST with Nz = 2"),
+                       (["--panels=4b"], "--only and --panels both choose what is drawn")):
         assert fig45.main(["--only=4", f"--frey_nz2={out / 'frey_nz2'}", f"--out={tmp_path / 'x'}", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
     assert not (tmp_path / "x").exists()                    # nothing written on an error
+    with pytest.raises(SystemExit) as exit_:                # argparse's own error, on the same one line
+        fig45.main(["--panels=4c", f"--out={tmp_path / 'x'}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "expected panels among 4a, 4b, 5a, 5b, 5c, 5d" in err
 
 
 def test_manifold_spread_is_the_standard_deviation_over_the_grid_the_images_and_the_encoder_means():
