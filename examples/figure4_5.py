@@ -331,11 +331,9 @@ def main_body(argv):
     require(not os.path.exists(out) or os.path.isdir(out), f"--out {out} is a file, not a folder")
 
     require(args.panels is None or args.only is None, "--only and --panels both choose what is drawn: give one")
-    if args.panels is not None:
-        names = tuple(PANELS[panel] for panel in args.panels)
-    else:
-        names = {"4": FIG4_RUNS, "5": FIG5_RUNS}.get(args.only, FIG4_RUNS + FIG5_RUNS)
-    names = tuple(dict.fromkeys(names))                     # mnist_nz2 serves both figures: once
+    # the panels drawn, by id, and the runs they need
+    ids = args.panels or tuple(panel for panel in PANELS if args.only in (None, panel[0]))
+    names = tuple(dict.fromkeys(PANELS[panel] for panel in ids))   # mnist_nz2 serves both figures: once
     if args.smoke:
         folders = {name: os.path.join(out, name) for name in names}
     else:
@@ -361,11 +359,6 @@ def main_body(argv):
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    # every panel drawn, by id: what draws it, and the height of a panel in its figure
-    if args.panels is not None:
-        ids = args.panels
-    else:
-        ids = tuple(panel for panel in PANELS if args.only in (None, panel[0]))
     latents = dict(zip("abcd", fig5_latents(np.random.default_rng(args.seed), args.sample_grid)))
     panels = {panel: (fig4_panel(panel[1], trained[PANELS[panel]], args.grid) if panel[0] == "4" else
                       fig5_panel(panel[1], trained[PANELS[panel]], latents[panel[1]])) for panel in ids}
