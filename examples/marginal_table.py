@@ -3,10 +3,12 @@
     python examples/marginal_table.py runs/fig2_mnist/aevb_nz20 runs/fig2_mnist/wakesleep_nz20
     python examples/marginal_table.py RUN --points=1000 --k=5000 --seed=0
     python examples/marginal_table.py --smoke            # trains a tiny MNIST run, k = 100: seconds
+    python examples/marginal_table.py runs/fig2_frey/wakesleep_nz10/snapshots/checkpoint_000010000000.npz
 
-For each run folder (a run of the harness: checkpoint.npz, config.json, summary.json, history.csv)
-it loads the trained model (``npvae.runs.load_run``) and the run's test set as the harness
-evaluated it (``npvae.runs.evaluation_sets``: the same binarized points and fixed noise), and
+For each run folder (a run of the harness: checkpoint.npz, config.json, summary.json, history.csv),
+or checkpoint file of a run (a --snapshots copy: the model at one of its evaluations; its results
+go to the run folder, named with "_at<samples>"), it loads the trained model
+(``npvae.runs.load_run``) and the run's test set as the harness evaluated it (``npvae.runs.evaluation_sets``: the same binarized points and fixed noise), and
 computes on the first --points of them (default: all)
 
     the bound      the average lower bound per datapoint (estimator B, the harness's fixed noise:
@@ -54,7 +56,7 @@ from npvae.fileio import atomic_path  # noqa: E402
 from npvae.learners import evaluate_bound  # noqa: E402
 from npvae.marginal import importance_sampled_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data, reported_bound  # noqa: E402
-from npvae.runs import read_checkpoint_config  # noqa: E402
+from npvae.runs import read_checkpoint_config, run_folder  # noqa: E402
 from npvae.train import StopFlag  # noqa: E402
 
 SMOKE_RUN = dict(dataset="mnist", binarize="dynamic", nz=5, hidden=(64,), samples=30_000, eval_max=500,
@@ -64,8 +66,23 @@ SMOKE_K, SMOKE_POINTS, SMOKE_CHUNK = 100, 200, 50
 
 # --------------------------------------------------------------------------- the per-datapoint file
 
-def point_file(folder, k, seed):
-    return os.path.join(folder, f"marginal_k{k}_seed{seed}.npz")
+def _suffix(run):
+    """The result files' name suffix: none for a run folder, "_at<samples>" for a checkpoint file (a
+    --snapshots copy), so that each snapshot's results sit beside the run's own under names of their own."""
+    if not os.path.isfile(run):
+        return ""
+    return f"_at{read_checkpoint_config(run)[1]}"
+
+
+def point_file(run, k, seed):
+    """The per-datapoint file of a run folder, or of a checkpoint file (kept in its run folder, not in
+    snapshots/, where every .npz is taken for a snapshot)."""
+    return os.path.join(run_folder(run), f"marginal_k{k}_seed{seed}{_suffix(run)}.npz")
+
+
+def result_file(run):
+    """RUN/marginal.json, or RUN/marginal_at<samples>.json for a checkpoint file of the run."""
+    return os.path.join(run_folder(run), f"marginal{_suffix(run)}.json")
 
 
 def params_sha256(params):
@@ -159,6 +176,9 @@ def _spread(a):
 def marginal_of_run(folder, k=5000, seed=0, points=None, chunk=500, restart=False, data=None, data_dir=None,
                     stop=None, log=print):
     """log p(x) by importance sampling and the bound on the run's test set; writes RUN/marginal.json.
+
+    folder: a run folder, or a checkpoint file of a run (a --snapshots copy): its results go to the
+    run folder as marginal_k<k>_seed<seed>_at<samples>.npz and marginal_at<samples>.json.
 
     points: the first this many test points (None: the harness's whole test set); chunk: points
     between saves of the per-datapoint file; data: the run's TrainingData (default: loaded as the
@@ -269,7 +289,7 @@ def marginal_of_run(folder, k=5000, seed=0, points=None, chunk=500, restart=Fals
     if result["test_elbo_history"] is not None and abs(result["test_elbo_history"] - elbo) > 1e-4:
         log(f"warning: {folder}: the bound here, {elbo:.6f}, is not the harness's {result['test_elbo_history']:.6f} "
             f"at the same budget: the test set or its noise is not the one the harness evaluated")
-    with atomic_path(os.path.join(folder, "marginal.json")) as tmp:
+    with atomic_path(result_file(folder)) as tmp:
         with open(tmp, "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
@@ -306,7 +326,9 @@ def build_parser():
             action.help = "datapoint i's importance samples come from numpy.random.default_rng([seed, i])"
         if action.dest == "out":
             action.help = "folder for marginal_table.md / .csv (each run's marginal.json goes into the run)"
-    p.add_argument("runs", nargs="*", help="run folders (with --smoke: optional, else a tiny run is trained)")
+    p.add_argument("runs", nargs="*", help="run folders, or checkpoint files of runs (a --snapshots copy: "
+                                           "RUN/snapshots/checkpoint_<samples>.npz) (with --smoke: optional, "
+                                           "else a tiny run is trained)")
     p.add_argument("--k", type=int, default=None, help="importance samples per datapoint (default 5000; --smoke 100)")
     p.add_argument("--points", type=int, default=None,
                    help="the first this many test points (default: the whole test set; --smoke 200)")
@@ -342,7 +364,7 @@ def _main(argv):
     require(chunk >= 1, f"--chunk must be at least 1, got {chunk}")
     require(args.runs or args.smoke, "give one or more run folders (or --smoke)")
     for folder in args.runs:                      # every folder checked before any work starts
-        require(os.path.isdir(folder), f"{folder}: no such folder")
+        require(os.path.exists(folder), f"{folder}: no such run folder or checkpoint file")
         try:
             read_checkpoint_config(folder)
         except RunLoadError as e:

@@ -141,6 +141,45 @@ def test_the_bound_is_the_harnesss_for_a_run_on_part_of_the_training_set(synthet
     assert r["test_elbo_history"] is not None and abs(r["test_elbo"] - r["test_elbo_history"]) < 1e-6
 
 
+def test_a_snapshot_gives_what_its_run_gave_at_that_budget_and_keeps_its_own_files(synthetic_run, tmp_path):
+    """A --snapshots checkpoint file is measured as the run was at that evaluation: the same values as a
+    run folder whose checkpoint is that file, the history's bound at its budget, and result files of
+    its own in the run folder (never in snapshots/, never the run's marginal.json)."""
+    _, data, config = synthetic_run
+    run = str(tmp_path / "with_snapshots")
+    train(dataclasses.replace(config, snapshots=True, out=run), data=data, log=quiet)
+    snapshot = os.path.join(run, "snapshots", "checkpoint_000000010000.npz")
+    assert os.path.isfile(snapshot)
+    r = marginal_table.marginal_of_run(snapshot, K, seed=0, data=data, log=quiet)
+    assert r["samples"] == r["checkpoint_samples_now"] == 10_000 and r["status"] == "snapshot"
+    assert r["test_elbo_history"] is not None and abs(r["test_elbo"] - r["test_elbo_history"]) < 1e-6
+    assert sorted(f for f in os.listdir(run) if f.startswith("marginal")) == [
+        "marginal_at10000.json", f"marginal_k{K}_seed0_at10000.npz"]
+    assert json.load(open(os.path.join(run, "marginal_at10000.json"))) == r
+    assert sorted(os.listdir(os.path.join(run, "snapshots"))) == ["checkpoint_000000010000.npz",
+                                                                  "checkpoint_000000020000.npz"]
+    # the same model as a run folder's own checkpoint: the same numbers
+    same = copy_run(run, tmp_path, "snapshot_as_run")
+    shutil.copyfile(snapshot, os.path.join(same, "checkpoint.npz"))
+    r_same = marginal_table.marginal_of_run(same, K, seed=0, data=data, log=quiet)
+    assert np.array_equal(point_values(same).log_px, marginal_table.load_points(
+        marginal_table.point_file(snapshot, K, 0)).log_px)
+    assert (r_same["test_log_px"], r_same["test_elbo"]) == (r["test_log_px"], r["test_elbo"])
+    # the finished run's own numbers are another model's, in marginal.json
+    r_end = marginal_table.marginal_of_run(run, K, seed=0, data=data, log=quiet)
+    assert r_end["samples"] == 20_000 and r_end["test_elbo"] != r["test_elbo"]
+    assert json.load(open(os.path.join(run, "marginal_at10000.json"))) == r
+
+
+def test_a_file_that_is_no_checkpoint_is_one_error_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "marginal_table.py"), str(bad),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot be read as a run's checkpoint" in lines[0], proc.stderr
+
+
 def test_too_many_points_is_a_usage_error(synthetic_run):
     folder, data, _ = synthetic_run
     with pytest.raises(UsageError, match="60 points"):
@@ -176,7 +215,7 @@ def test_smoke_command_line(tmp_path):
     assert (tmp_path / "marginal_table.md").read_text().count("smoke_run") == 1
 
 
-@pytest.mark.parametrize("args,message", [(["{tmp}/nowhere"], "no such folder"),
+@pytest.mark.parametrize("args,message", [(["{tmp}/nowhere"], "no such run folder or checkpoint file"),
                                           (["{tmp}"], "no checkpoint.npz"),
                                           (["--k", "0", "{tmp}"], "--k must be at least 1"),
                                           (["--points", "0", "{tmp}"], "--points must be at least 1"),
