@@ -3,7 +3,7 @@
     python examples/marginal_table.py runs/fig2_mnist/aevb_nz20 runs/fig2_mnist/wakesleep_nz20
     python examples/marginal_table.py RUN --points=1000 --k=5000 --seed=0
     python examples/marginal_table.py --smoke            # trains a tiny MNIST run, k = 100: seconds
-    python examples/marginal_table.py runs/fig2_frey/wakesleep_nz10/snapshots/checkpoint_000010000000.npz
+    python examples/marginal_table.py RUN/snapshots/checkpoint_000010000000.npz   # the model at 1e7 samples
 
 For each run folder (a run of the harness: checkpoint.npz, config.json, summary.json, history.csv),
 or checkpoint file of a run (a --snapshots copy: the model at one of its evaluations; its results
@@ -30,7 +30,9 @@ they were computed with; a rerun continues where it stopped, with those same par
 the run has trained on since (it says so; --restart starts over from the current checkpoint), so
 values from two checkpoints are never mixed.  Ctrl-C stops after the current datapoint and saves;
 a second Ctrl-C stops at once (the last save is kept).  When every point is done it writes
-RUN/marginal.json and adds the run to the table (--out/marginal_table.md and .csv).  marginal.json
+RUN/marginal.json and adds the run to the table (--out/marginal_table.md and .csv).  For a
+checkpoint file the two files are RUN/marginal_k<k>_seed<seed>_at<samples>.npz and
+RUN/marginal_at<samples>.json (RUN/checkpoint.npz itself stands for RUN).  marginal.json
 describes the last computation that finished (a quick look with a small --k replaces it); the
 per-datapoint files stay, one per k and seed, so the k = 5000 command rewrites it in seconds.
 """
@@ -56,7 +58,7 @@ from npvae.fileio import atomic_path  # noqa: E402
 from npvae.learners import evaluate_bound  # noqa: E402
 from npvae.marginal import importance_sampled_log_px  # noqa: E402
 from npvae.runs import RunLoadError, evaluation_sets, load_run, load_run_data, reported_bound  # noqa: E402
-from npvae.runs import read_checkpoint_config, run_folder  # noqa: E402
+from npvae.runs import checkpoint_path, read_checkpoint_config, run_folder  # noqa: E402
 from npvae.train import StopFlag  # noqa: E402
 
 SMOKE_RUN = dict(dataset="mnist", binarize="dynamic", nz=5, hidden=(64,), samples=30_000, eval_max=500,
@@ -66,22 +68,32 @@ SMOKE_K, SMOKE_POINTS, SMOKE_CHUNK = 100, 200, 50
 
 # --------------------------------------------------------------------------- the per-datapoint file
 
+def as_run(run):
+    """A run folder or a checkpoint file that is not the run's own (a --snapshots copy, which never
+    changes); a run's own RUN/checkpoint.npz, which changes while the run trains, stands for RUN."""
+    if os.path.isfile(run):
+        own = checkpoint_path(run_folder(run))
+        if os.path.isfile(own) and os.path.samefile(run, own):
+            return run_folder(run)
+    return run
+
+
 def _suffix(run):
     """The result files' name suffix: none for a run folder, "_at<samples>" for a checkpoint file (a
     --snapshots copy), so that each snapshot's results sit beside the run's own under names of their own."""
-    if not os.path.isfile(run):
-        return ""
-    return f"_at{read_checkpoint_config(run)[1]}"
+    return f"_at{read_checkpoint_config(run)[1]}" if os.path.isfile(run) else ""
 
 
 def point_file(run, k, seed):
-    """The per-datapoint file of a run folder, or of a checkpoint file (kept in its run folder, not in
-    snapshots/, where every .npz is taken for a snapshot)."""
+    """The per-datapoint file of a run folder, or of a checkpoint file: kept in its run folder, never
+    in snapshots/, where a glob like snapshots/*.npz would take it for a snapshot."""
+    run = as_run(run)
     return os.path.join(run_folder(run), f"marginal_k{k}_seed{seed}{_suffix(run)}.npz")
 
 
 def result_file(run):
     """RUN/marginal.json, or RUN/marginal_at<samples>.json for a checkpoint file of the run."""
+    run = as_run(run)
     return os.path.join(run_folder(run), f"marginal{_suffix(run)}.json")
 
 
@@ -101,7 +113,7 @@ def data_sha256(x):
 
 @dataclasses.dataclass
 class PointValues:
-    """What RUN/marginal_k<k>_seed<seed>.npz holds: log p(x) and its delta-method standard error for
+    """What RUN/marginal_k<k>_seed<seed>.npz (a checkpoint file's: ..._at<samples>.npz) holds: log p(x) and its delta-method standard error for
     test points 0 .. done-1, the parameters they were computed with, and what they are for."""
     log_px: np.ndarray            # (done,)
     stderr: np.ndarray            # (done,)
@@ -185,6 +197,7 @@ def marginal_of_run(folder, k=5000, seed=0, points=None, chunk=500, restart=Fals
     harness does); stop: a StopAtBoundary (or anything with ``.set``).
     Returns the result dict (also written to marginal.json), or None when stopped before the end.
     """
+    folder = as_run(folder)
     if read_checkpoint_config(folder)[0].algorithm == "mcem":
         raise UsageError(f"{folder} was trained by Monte Carlo EM, which has no encoder: importance sampling "
                          f"here uses q(z|x) as its proposal")
@@ -325,7 +338,8 @@ def build_parser():
         if action.dest == "seed":
             action.help = "datapoint i's importance samples come from numpy.random.default_rng([seed, i])"
         if action.dest == "out":
-            action.help = "folder for marginal_table.md / .csv (each run's marginal.json goes into the run)"
+            action.help = ("folder for marginal_table.md / .csv (each run's marginal.json, or a checkpoint file's "
+                           "marginal_at<samples>.json, goes into the run folder)")
     p.add_argument("runs", nargs="*", help="run folders, or checkpoint files of runs (a --snapshots copy: "
                                            "RUN/snapshots/checkpoint_<samples>.npz) (with --smoke: optional, "
                                            "else a tiny run is trained)")
@@ -362,7 +376,7 @@ def _main(argv):
     require(k >= 1, f"--k must be at least 1, got {k}")
     require(points is None or points >= 1, f"--points must be at least 1, got {points}")
     require(chunk >= 1, f"--chunk must be at least 1, got {chunk}")
-    require(args.runs or args.smoke, "give one or more run folders (or --smoke)")
+    require(args.runs or args.smoke, "give one or more run folders or checkpoint files (or --smoke)")
     for folder in args.runs:                      # every folder checked before any work starts
         require(os.path.exists(folder), f"{folder}: no such run folder or checkpoint file")
         try:
@@ -370,7 +384,7 @@ def _main(argv):
         except RunLoadError as e:
             raise UsageError(str(e)) from None
     out = make_out(args.out)
-    runs, smoke_data = list(dict.fromkeys(args.runs)), None
+    runs, smoke_data = list(dict.fromkeys(as_run(os.path.normpath(r)) for r in args.runs)), None
     if not runs:
         folder, smoke_data = _smoke_run(out, args.data_dir)
         runs = [folder]

@@ -62,8 +62,10 @@ def run_folder(run):
     if not os.path.isfile(run):
         return run
     from .train import SNAPSHOT_DIR
-    parent = os.path.dirname(run)
-    return os.path.dirname(parent) if os.path.basename(parent) == SNAPSHOT_DIR else parent
+    parent = os.path.dirname(run) or "."      # a bare file name is in the working directory
+    # the absolute path says whether the parent is snapshots/ even for "checkpoint_x.npz" or "."
+    in_snapshots = os.path.basename(os.path.abspath(parent)) == SNAPSHOT_DIR
+    return os.path.normpath(os.path.join(parent, os.pardir)) if in_snapshots else parent
 
 
 def has_checkpoint(folder):

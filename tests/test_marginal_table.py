@@ -171,6 +171,24 @@ def test_a_snapshot_gives_what_its_run_gave_at_that_budget_and_keeps_its_own_fil
     assert json.load(open(os.path.join(run, "marginal_at10000.json"))) == r
 
 
+def test_a_relative_snapshot_path_and_the_runs_own_checkpoint_file(synthetic_run, tmp_path, monkeypatch):
+    """From inside snapshots/, a bare file name still puts the results in the run folder; the run's own
+    checkpoint.npz (which changes while the run trains) stands for the run folder itself."""
+    _, data, config = synthetic_run
+    run = str(tmp_path / "relative")
+    train(dataclasses.replace(config, snapshots=True, out=run), data=data, log=quiet)
+    monkeypatch.chdir(os.path.join(run, "snapshots"))
+    r = marginal_table.marginal_of_run("checkpoint_000000010000.npz", 3, seed=0, data=data, log=quiet)
+    assert r["samples"] == 10_000
+    assert sorted(os.listdir(".")) == ["checkpoint_000000010000.npz", "checkpoint_000000020000.npz"]
+    assert os.path.isfile(os.path.join(run, "marginal_at10000.json"))
+    monkeypatch.chdir(run)
+    r_own = marginal_table.marginal_of_run("checkpoint.npz", 3, seed=0, data=data, log=quiet)
+    assert r_own["run"] == "." and r_own["status"] == "finished" and r_own["samples"] == 20_000
+    assert os.path.isfile("marginal.json") and os.path.isfile("marginal_k3_seed0.npz")
+    assert not any(f.startswith("marginal_at20000") or f.endswith("_at20000.npz") for f in os.listdir("."))
+
+
 def test_a_file_that_is_no_checkpoint_is_one_error_line(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
