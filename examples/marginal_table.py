@@ -8,7 +8,8 @@
 For each run folder (a run of the harness: checkpoint.npz, config.json, summary.json, history.csv),
 or checkpoint file of a run (a --snapshots copy: the model at one of its evaluations; its results
 go to the run folder, named with "_at<samples>"), it loads the trained model
-(``npvae.runs.load_run``) and the run's test set as the harness evaluated it (``npvae.runs.evaluation_sets``: the same binarized points and fixed noise), and
+(``npvae.runs.load_run``) and the run's test set as the harness evaluated it
+(``npvae.runs.evaluation_sets``: the same binarized points and fixed noise), and
 computes on the first --points of them (default: all)
 
     the bound      the average lower bound per datapoint (estimator B, the harness's fixed noise:
@@ -92,8 +93,8 @@ def point_file(run, k, seed):
 
 
 def result_file(run):
-    """RUN/marginal.json, or RUN/marginal_at<samples>.json for a checkpoint file of the run."""
-    run = as_run(run)
+    """RUN/marginal.json, or RUN/marginal_at<samples>.json for a checkpoint file of the run (run as
+    marginal_of_run holds it, already through as_run)."""
     return os.path.join(run_folder(run), f"marginal{_suffix(run)}.json")
 
 
@@ -113,8 +114,8 @@ def data_sha256(x):
 
 @dataclasses.dataclass
 class PointValues:
-    """What RUN/marginal_k<k>_seed<seed>.npz (a checkpoint file's: ..._at<samples>.npz) holds: log p(x) and its delta-method standard error for
-    test points 0 .. done-1, the parameters they were computed with, and what they are for."""
+    """What RUN/marginal_k<k>_seed<seed>.npz (a checkpoint file's: ..._at<samples>.npz) holds: log p(x)
+    and its delta-method standard error for test points 0 .. done-1, the parameters they were computed with, and what they are for."""
     log_px: np.ndarray            # (done,)
     stderr: np.ndarray            # (done,)
     params: dict                  # name -> array: the model the values belong to
