@@ -36,6 +36,7 @@ checkpoint file the two files are RUN/marginal_k<k>_seed<seed>_at<samples>.npz a
 RUN/marginal_at<samples>.json (RUN/checkpoint.npz itself stands for RUN).  marginal.json
 describes the last computation that finished (a quick look with a small --k replaces it); the
 per-datapoint files stay, one per k and seed, so the k = 5000 command rewrites it in seconds.
+Replacing the run with --overwrite removes all of these files with it (npvae.train.STUDY_FILE_RE).
 """
 import dataclasses
 import datetime

@@ -89,6 +89,10 @@ class RunState:
 
 SNAPSHOT_DIR = "snapshots"          # <out>/snapshots/checkpoint_<samples>.npz, with --snapshots
 SNAPSHOT_RE = re.compile(r"checkpoint_\d{12}\.npz")
+# files a study writes into a run's folder about its model (examples/marginal_table.py: log p(x) by
+# importance sampling, of the run or of one of its snapshots): --overwrite removes them with the run,
+# or a rerun of the study would continue from values computed for the replaced model
+STUDY_FILE_RE = re.compile(r"marginal(_at\d+)?\.json|marginal_k\d+_seed\d+(_at\d+)?\.npz")
 
 
 def snapshot_path(out, samples):
@@ -268,7 +272,7 @@ def train(config, resume=False, callback=None, data=None, log=_print, overwrite=
                 raise RunFolderError(f"{out} already holds a run: continue it with --resume {out}, "
                                      f"or replace it with --overwrite")
             for name in os.listdir(out):
-                if name in RUN_FILES or name in FIGURE_FILES:
+                if name in RUN_FILES or name in FIGURE_FILES or STUDY_FILE_RE.fullmatch(name):
                     os.remove(os.path.join(out, name))
             _remove_snapshots(out)              # a replaced run's snapshots would pass for the new one's
         remove_stale_temps(out)

@@ -171,6 +171,35 @@ def test_a_snapshot_gives_what_its_run_gave_at_that_budget_and_keeps_its_own_fil
     assert json.load(open(os.path.join(run, "marginal_at10000.json"))) == r
 
 
+def test_overwrite_removes_the_replaced_runs_study_files_and_only_those(synthetic_run, tmp_path):
+    """A run replaced with --overwrite takes its marginal files with it (of the run and of its snapshots):
+    a rerun of the study measures the new model, never continues the replaced one's values.  A user's
+    own files, named like them but not quite, stay."""
+    from npvae.train import STUDY_FILE_RE
+    _, data, config = synthetic_run
+    run = str(tmp_path / "replaced")
+    train(dataclasses.replace(config, snapshots=True, out=run), data=data, log=quiet)
+    snapshot = os.path.join(run, "snapshots", "checkpoint_000000010000.npz")
+    old = marginal_table.marginal_of_run(run, K, seed=0, data=data, log=quiet)
+    marginal_table.marginal_of_run(snapshot, K, seed=0, data=data, log=quiet)
+    written = {f for f in os.listdir(run) if f.startswith("marginal")}
+    # the names marginal_table writes are the ones --overwrite knows
+    assert written == {"marginal.json", f"marginal_k{K}_seed0.npz", "marginal_at10000.json",
+                       f"marginal_k{K}_seed0_at10000.npz"}
+    assert all(STUDY_FILE_RE.fullmatch(f) for f in written)
+    mine = ["marginal_notes.json", "marginal.json.bak", "my_marginal.json"]
+    for name in mine:
+        open(os.path.join(run, name), "w").write("a user's own file")
+    train(dataclasses.replace(config, snapshots=True, out=run, seed=1), data=data, log=quiet, overwrite=True)
+    assert sorted(f for f in os.listdir(run) if "marginal" in f) == sorted(mine)
+    seen = []
+    new = marginal_table.marginal_of_run(run, K, seed=0, data=data, log=seen.append)
+    assert not any("continuing" in line for line in seen)
+    assert new["test_elbo"] != old["test_elbo"]
+    assert point_values(run).meta["params_sha256"] == marginal_table.params_sha256(
+        marginal_table.load_run(run).vae.params)
+
+
 def test_a_relative_snapshot_path_and_the_runs_own_checkpoint_file(synthetic_run, tmp_path, monkeypatch):
     """From inside snapshots/, a bare file name still puts the results in the run folder; the run's own
     checkpoint.npz (which changes while the run trains) stands for the run folder itself."""
