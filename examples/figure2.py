@@ -11,7 +11,9 @@ Each (algorithm, Nz) run lives in its own folder under --out (default runs/fig2_
 Re-running the command skips finished runs, resumes unfinished ones and extends runs to a larger
 --samples.  After every run the sweep redraws fig2.png (one panel per Nz, train solid, test
 dashed, the paper's end values marked) and fig2_table.md / .csv (every cell at the budget its
-run has reached, beside the paper's value, failures with their reason).
+run has reached, beside the paper's value, failures with their reason).  Both show every Nz and
+algorithm with a run folder in --out, not only this command's, so sweeps of one Nz each into one
+folder draw one whole figure.
 
 Local runs go to a process pool: --jobs=N workers with --threads BLAS threads each (default: all
 cores split over the jobs).  With --scheduler the runs go to an existing Dask cluster
@@ -48,9 +50,10 @@ def plan(argv):
         TrainConfig(**{**base.__dict__, "nz": nz}).validate()
     out = base.out
     shown = sweep.algorithms_to_show(out, algorithms, sweep.ALGORITHMS)     # the whole figure, not only these runs
+    panels = sweep.nzs_to_show(out, nzs, shown)
     return sweep.SweepCommand(
         out, f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run",
-        sweep.plan_sweep(base, out, nzs, algorithms), lambda: sweep.redraw(out, base.dataset, nzs, shown),
+        sweep.plan_sweep(base, out, nzs, algorithms), lambda: sweep.redraw(out, base.dataset, panels, shown),
         os.path.join(out, "fig2.png"), executor, base.data_dir or None, status_only=status)
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -348,6 +349,19 @@ def algorithms_to_show(out, requested, every):
     if os.path.isdir(out):
         present = {name.split("_")[0] for name in os.listdir(out) if os.path.isdir(os.path.join(out, name))}
     return tuple(a for a in every if a in requested or a in present)
+
+
+def nzs_to_show(out, requested, algorithms=ALGORITHMS):
+    """The latent sizes a Figure 2 sweep's table and figure show: those it runs, and any other with a
+    run folder of these algorithms in out, in increasing order.  So a sweep of one Nz (say two sweeps,
+    --nz=10 and --nz=200, each on a core of its own, into one folder) redraws the whole figure, and the
+    sweeps redraw the same one rather than each its own panel."""
+    pattern = re.compile(rf"({'|'.join(map(re.escape, algorithms))})_nz([0-9]+)")
+    present = set()
+    if os.path.isdir(out):
+        present = {int(m.group(2)) for m in map(pattern.fullmatch, os.listdir(out))
+                   if m and os.path.isdir(os.path.join(out, m.group(0)))}
+    return tuple(sorted(set(requested) | present))
 
 
 def redraw(out, dataset, nzs, algorithms=ALGORITHMS):

@@ -218,6 +218,19 @@ def test_a_sweep_of_some_algorithms_shows_the_others_runs_too(tmp_path):
     assert algorithms_to_show(str(tmp_path), ("wakesleep",), FIG3_ALGORITHMS) == ("aevb", "wakesleep")
 
 
+def test_a_sweep_of_some_nz_shows_every_nz_with_a_run_in_its_folder(tmp_path):
+    """--nz=10 on a folder that holds runs of other Nz redraws every panel, in increasing Nz: two
+    sweeps of one Nz each into one folder draw the same figure, not each its own panel."""
+    from npvae.sweep import ALGORITHMS, nzs_to_show
+    assert nzs_to_show(str(tmp_path / "none"), (10,)) == (10,)
+    for name in ("wakesleep_nz200", "aevb_nz5", "aevb_nz10", "mcem_nz7", "aevb_nzx"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "aevb_nz3").write_bytes(b"")                  # a file is not a run
+    assert nzs_to_show(str(tmp_path), (10, 20)) == (5, 10, 20, 200)
+    assert nzs_to_show(str(tmp_path), (), ALGORITHMS + ("mcem",)) == (5, 7, 10, 200)
+    assert nzs_to_show(str(tmp_path), (3,), ("wakesleep",)) == (3, 200)
+
+
 # --------------------------------------------------------------------------- which MNIST protocol
 
 def _protocols_plan():
