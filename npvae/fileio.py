@@ -135,6 +135,24 @@ def remove_stale_temps(directory) -> list:
     return removed
 
 
+@contextlib.contextmanager
+def waiting_lock(path):
+    """Hold an exclusive ``flock`` on the file at `path` for the block, waiting for any other holder:
+    for a short read-modify-write of a file that two processes may update (two sweeps into one
+    folder).  Where ``fcntl`` is missing (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:                                  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)            # closing the descriptor releases the lock
+
+
 class FolderLockedError(RuntimeError):
     """Another process holds the folder's run lock."""
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from . import paper
 from .config import ConfigError, TrainConfig, quiet_broken_pipe
-from .fileio import atomic_path
+from .fileio import atomic_path, waiting_lock
 from .train import StopFlag
 
 ALGORITHMS = ("aevb", "wakesleep")
@@ -874,12 +874,13 @@ def _update_failures(out, changes):
     file is read again at each change, so that two sweeps of some algorithms each into the same
     folder (say Figure 3's MCEM runs beside its minibatch ones) keep each other's entries."""
     path = os.path.join(out, "failures.json")
-    failures = _read_json(path) or {}
-    for name, reason in changes.items():
-        if reason is None:
-            failures.pop(name, None)
-        else:
-            failures[name] = reason
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(failures, f, indent=2)
+    with waiting_lock(os.path.join(out, ".failures.lock")):     # no other sweep's update in between
+        failures = _read_json(path) or {}
+        for name, reason in changes.items():
+            if reason is None:
+                failures.pop(name, None)
+            else:
+                failures[name] = reason
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(failures, f, indent=2)

@@ -487,6 +487,25 @@ def test_two_sweeps_into_one_folder_keep_each_others_failures(tmp_path):
     assert json.load(open(tmp_path / "failures.json")) == {"mcem_n1000": "diverged", "wakesleep_n1000": "diverged"}
 
 
+def _record_failures(out, who, n):
+    for i in range(n):
+        sweep._update_failures(out, {f"{who}_{i}": "diverged"})
+
+
+def test_sweeps_updating_failures_at_the_same_moment_lose_no_entry(tmp_path):
+    """Two sweeps into one folder (say --nz=10 and --nz=200) may update failures.json at once: each
+    read-modify-write holds a lock, so no update is lost to the other's."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_record_failures, args=(str(tmp_path), f"sweep{j}", 40)) for j in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert len(json.load(open(tmp_path / "failures.json"))) == 4 * 40
+
+
 @pytest.mark.parametrize("script,argv", [("figure2.py", ["--dataset=frey", "--nz=2"]),
                                          ("figure3.py", ["--algorithms=aevb", "--n_train=1000"]),
                                          ("protocols.py", ["--protocols=static"])])
