@@ -49,11 +49,16 @@ def plan(argv):
     for nz in nzs:
         TrainConfig(**{**base.__dict__, "nz": nz}).validate()
     out = base.out
-    shown = sweep.algorithms_to_show(out, algorithms, sweep.ALGORITHMS)     # the whole figure, not only these runs
-    panels = sweep.nzs_to_show(out, nzs, shown)
+
+    def redraw():
+        # the whole figure, not only these runs: what the folder holds now, not when the sweep began
+        # (another sweep into the same folder may have started a run since)
+        shown = sweep.algorithms_to_show(out, algorithms, sweep.ALGORITHMS)
+        return sweep.redraw(out, base.dataset, sweep.nzs_to_show(out, nzs, shown), shown)
+
     return sweep.SweepCommand(
         out, f"sweep {out}: {base.dataset}, Nz {','.join(map(str, nzs))}, {base.samples:,} samples per run",
-        sweep.plan_sweep(base, out, nzs, algorithms), lambda: sweep.redraw(out, base.dataset, panels, shown),
+        sweep.plan_sweep(base, out, nzs, algorithms), redraw,
         os.path.join(out, "fig2.png"), executor, base.data_dir or None, status_only=status)
 
 

@@ -63,11 +63,14 @@ def plan(argv):
     # the measured step sizes are Adagrad's, and a step size the user gives is the user's
     given_lr = any(arg.split("=", 1)[0] == "--lr" for arg in rest)
     step_sizes = sweep.FIG3_LR if base.optimizer == "adagrad" and not given_lr else {}
-    shown = sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS)     # the whole figure, not only these runs
+
+    def redraw():      # the whole figure, not only these runs: what the folder holds at each redraw
+        return sweep.redraw_figure3(out, n_trains, sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS))
+
     return sweep.SweepCommand(
         out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run"
              + (" (MCEM full-batch)" if "mcem" in algorithms else ""),
-        sweep.plan_figure3(base, out, n_trains, algorithms, step_sizes=step_sizes), lambda: sweep.redraw_figure3(out, n_trains, shown),
+        sweep.plan_figure3(base, out, n_trains, algorithms, step_sizes=step_sizes), redraw,
         os.path.join(out, "fig3.png"), executor, base.data_dir or None, status_only=status)
 
 

@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import secrets
+import warnings
 
 __all__ = ["atomic_path", "sha256_file", "remove_stale_temps", "run_lock", "FolderLockedError"]
 
@@ -145,9 +146,15 @@ def waiting_lock(path):
     except ImportError:                                  # pragma: no cover - not POSIX
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:                              # another user's lock file: flock works read-only
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:                             # a file system without locks (some NFS): unlocked,
+            warnings.warn(f"{path}: cannot lock ({e.strerror}); going on unlocked")   # as on Windows
         yield
     finally:
         os.close(fd)            # closing the descriptor releases the lock

@@ -356,7 +356,7 @@ def nzs_to_show(out, requested, algorithms=ALGORITHMS):
     run folder of these algorithms in out, in increasing order.  So a sweep of one Nz (say two sweeps,
     --nz=10 and --nz=200, each on a core of its own, into one folder) redraws the whole figure, and the
     sweeps redraw the same one rather than each its own panel."""
-    pattern = re.compile(rf"({'|'.join(map(re.escape, algorithms))})_nz([0-9]+)")
+    pattern = re.compile(rf"({'|'.join(map(re.escape, algorithms))})_nz([1-9][0-9]*)")   # run_name's
     present = set()
     if os.path.isdir(out):
         present = {int(m.group(2)) for m in map(pattern.fullmatch, os.listdir(out))

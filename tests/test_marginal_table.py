@@ -171,10 +171,13 @@ def test_a_snapshot_gives_what_its_run_gave_at_that_budget_and_keeps_its_own_fil
     assert json.load(open(os.path.join(run, "marginal_at10000.json"))) == r
 
 
-def test_overwrite_removes_the_replaced_runs_study_files_and_only_those(synthetic_run, tmp_path):
+@pytest.mark.parametrize("replacement", [dict(seed=1), dict(samples=30_000)])
+def test_overwrite_removes_the_replaced_runs_study_files_and_only_those(synthetic_run, tmp_path, replacement):
     """A run replaced with --overwrite takes its marginal files with it (of the run and of its snapshots):
-    a rerun of the study measures the new model, never continues the replaced one's values.  A user's
-    own files, named like them but not quite, stay."""
+    a rerun of the study measures the new model, never continues the replaced one's values, also when
+    the new run is the same experiment (the same seed to another budget, which the per-point file's
+    own checks would take for the old run trained on).  A user's own files, named like them but not
+    quite, stay."""
     from npvae.train import STUDY_FILE_RE
     _, data, config = synthetic_run
     run = str(tmp_path / "replaced")
@@ -190,7 +193,7 @@ def test_overwrite_removes_the_replaced_runs_study_files_and_only_those(syntheti
     mine = ["marginal_notes.json", "marginal.json.bak", "my_marginal.json"]
     for name in mine:
         open(os.path.join(run, name), "w").write("a user's own file")
-    train(dataclasses.replace(config, snapshots=True, out=run, seed=1), data=data, log=quiet, overwrite=True)
+    train(dataclasses.replace(config, snapshots=True, out=run, **replacement), data=data, log=quiet, overwrite=True)
     assert sorted(f for f in os.listdir(run) if "marginal" in f) == sorted(mine)
     seen = []
     new = marginal_table.marginal_of_run(run, K, seed=0, data=data, log=seen.append)

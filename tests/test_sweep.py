@@ -223,7 +223,7 @@ def test_a_sweep_of_some_nz_shows_every_nz_with_a_run_in_its_folder(tmp_path):
     sweeps of one Nz each into one folder draw the same figure, not each its own panel."""
     from npvae.sweep import ALGORITHMS, nzs_to_show
     assert nzs_to_show(str(tmp_path / "none"), (10,)) == (10,)
-    for name in ("wakesleep_nz200", "aevb_nz5", "aevb_nz10", "mcem_nz7", "aevb_nzx"):
+    for name in ("wakesleep_nz200", "aevb_nz5", "aevb_nz10", "mcem_nz7", "aevb_nzx", "aevb_nz05"):
         (tmp_path / name).mkdir()
     (tmp_path / "aevb_nz3").write_bytes(b"")                  # a file is not a run
     assert nzs_to_show(str(tmp_path), (10, 20)) == (5, 10, 20, 200)
@@ -231,15 +231,38 @@ def test_a_sweep_of_some_nz_shows_every_nz_with_a_run_in_its_folder(tmp_path):
     assert nzs_to_show(str(tmp_path), (3,), ("wakesleep",)) == (3, 200)
 
 
+def test_a_sweeps_redraw_shows_runs_another_sweep_started_after_it(tmp_path):
+    """Two sweeps into one folder, each planned before the other's run existed: each redraw looks at
+    the folder again, so both draw every run there (Figure 2's Nz and algorithms, Figure 3's
+    algorithms), not what the folder held when the sweep was planned."""
+    fig2 = _example_plan("figure2")([f"--out={tmp_path}", "--dataset=mnist", "--nz=10", "--algorithms=wakesleep"])
+    rows, _ = fig2.redraw()
+    assert [(r["nz"], r["algorithm"]) for r in rows] == [(10, "wakesleep")]
+    (tmp_path / "aevb_nz200").mkdir()                # the other sweep's run, started since
+    rows, _ = fig2.redraw()
+    assert [(r["nz"], r["algorithm"]) for r in rows] == [(10, "aevb"), (10, "wakesleep"), (200, "aevb"),
+                                                        (200, "wakesleep")]
+    fig3_out = tmp_path / "fig3"
+    fig3 = _example_plan("figure3")([f"--out={fig3_out}", "--algorithms=mcem", "--n_train=1000"])
+    fig3_out.mkdir()
+    assert {r["algorithm"] for r in fig3.redraw()[0]} == {"mcem"}
+    (fig3_out / "aevb_n1000").mkdir()
+    assert {r["algorithm"] for r in fig3.redraw()[0]} == {"aevb", "mcem"}
+
+
 # --------------------------------------------------------------------------- which MNIST protocol
 
-def _protocols_plan():
+def _example_plan(script):
     import importlib.util
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("protocols", os.path.join(root, "examples", "protocols.py"))
+    spec = importlib.util.spec_from_file_location(script, os.path.join(root, "examples", f"{script}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.plan
+
+
+def _protocols_plan():
+    return _example_plan("protocols")
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -496,14 +519,35 @@ def test_sweeps_updating_failures_at_the_same_moment_lose_no_entry(tmp_path):
     """Two sweeps into one folder (say --nz=10 and --nz=200) may update failures.json at once: each
     read-modify-write holds a lock, so no update is lost to the other's."""
     import multiprocessing
+    pytest.importorskip("fcntl")                      # without it (Windows) the update runs unlocked
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method")
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_record_failures, args=(str(tmp_path), f"sweep{j}", 40)) for j in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0] * 4
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 4
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
     assert len(json.load(open(tmp_path / "failures.json"))) == 4 * 40
+
+
+def test_a_folder_that_cannot_be_locked_warns_and_still_records_failures(tmp_path, monkeypatch):
+    """A file system without flock (some NFS mounts a Dask cluster shares) is no reason to stop a
+    sweep: the update goes on unlocked, with a warning."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(fd, op):
+        raise OSError(37, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock"):
+        sweep._update_failures(str(tmp_path), {"aevb_nz3": "diverged"})
+    assert json.load(open(tmp_path / "failures.json")) == {"aevb_nz3": "diverged"}
 
 
 @pytest.mark.parametrize("script,argv", [("figure2.py", ["--dataset=frey", "--nz=2"]),
