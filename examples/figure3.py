@@ -25,7 +25,8 @@ wake-sleep); --lr=X (or another --optimizer) sets every run's instead.
 
 After every run, and with the progress lines (at most once a minute), the sweep redraws fig3.png
 (one panel per training-set size, train solid, test dashed, the paper's end values marked) and
-fig3_table.md / .csv (every cell at the budget its run has reached, beside the paper's value).
+fig3_table.md / .csv (every cell at the budget its run has reached, beside the paper's value),
+both for every training-set size and algorithm with a run folder in --out, not only this command's.
 Re-running the command skips finished runs, resumes the others and extends them to a larger
 --samples; Ctrl-C stops with checkpoints.
 
@@ -65,7 +66,8 @@ def plan(argv):
     step_sizes = sweep.FIG3_LR if base.optimizer == "adagrad" and not given_lr else {}
 
     def redraw():      # the whole figure, not only these runs: what the folder holds at each redraw
-        return sweep.redraw_figure3(out, n_trains, sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS))
+        shown = sweep.algorithms_to_show(out, algorithms, sweep.FIG3_ALGORITHMS)
+        return sweep.redraw_figure3(out, sweep.sizes_to_show(out, n_trains, shown, "n"), shown)
 
     return sweep.SweepCommand(
         out, f"Figure 3 sweep {out}: N train {','.join(map(str, n_trains))}, {base.samples:,} samples per run"

@@ -351,17 +351,23 @@ def algorithms_to_show(out, requested, every):
     return tuple(a for a in every if a in requested or a in present)
 
 
-def nzs_to_show(out, requested, algorithms=ALGORITHMS):
-    """The latent sizes a Figure 2 sweep's table and figure show: those it runs, and any other with a
-    run folder of these algorithms in out, in increasing order.  So a sweep of one Nz (say two sweeps,
+def sizes_to_show(out, requested, algorithms=ALGORITHMS, infix="nz"):
+    """The sizes a sweep's table and figure show (Figure 2's Nz, infix "nz" as run_name names its
+    folders; Figure 3's N train, infix "n" as fig3_name does): those it runs, and any other with a run
+    folder of these algorithms in out, in increasing order.  So a sweep of one size (say two sweeps,
     --nz=10 and --nz=200, each on a core of its own, into one folder) redraws the whole figure, and the
     sweeps redraw the same one rather than each its own panel."""
-    pattern = re.compile(rf"({'|'.join(map(re.escape, algorithms))})_nz([1-9][0-9]*)")   # run_name's
+    pattern = re.compile(rf"({'|'.join(map(re.escape, algorithms))})_{infix}([1-9][0-9]*)")
     present = set()
     if os.path.isdir(out):
         present = {int(m.group(2)) for m in map(pattern.fullmatch, os.listdir(out))
                    if m and os.path.isdir(os.path.join(out, m.group(0)))}
     return tuple(sorted(set(requested) | present))
+
+
+def nzs_to_show(out, requested, algorithms=ALGORITHMS):
+    """Figure 2's latent sizes to show (sizes_to_show)."""
+    return sizes_to_show(out, requested, algorithms, "nz")
 
 
 def redraw(out, dataset, nzs, algorithms=ALGORITHMS):

@@ -248,6 +248,9 @@ def test_a_sweeps_redraw_shows_runs_another_sweep_started_after_it(tmp_path):
     assert {r["algorithm"] for r in fig3.redraw()[0]} == {"mcem"}
     (fig3_out / "aevb_n1000").mkdir()
     assert {r["algorithm"] for r in fig3.redraw()[0]} == {"aevb", "mcem"}
+    (fig3_out / "mcem_n50000").mkdir()                 # another N train, from another sweep
+    assert {(r["n_train"], r["algorithm"]) for r in fig3.redraw()[0]} == {
+        (1000, "aevb"), (1000, "mcem"), (50000, "aevb"), (50000, "mcem")}
 
 
 # --------------------------------------------------------------------------- which MNIST protocol
